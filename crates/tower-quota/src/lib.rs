@@ -1,1 +1,89 @@
-//! x
+//! Per-route, per-key GCRA quotas for HTTP clients built on tower: callers
+//! wait their turn (FIFO) instead of meeting 429s.
+//!
+//! [`RateLimitLayer`] matches each request to a [`Route`] (method and path
+//! pattern), draws on the route's [`Quota`]s (requests per period, tokens per
+//! period, optionally per model or per API key), and holds the request until
+//! every quota has room. Server feedback (a 429, a `retry-after`, an
+//! `x-ratelimit-remaining: 0` with a reset) holds the route for every queued
+//! caller until the server's hint passes.
+//!
+//! The GCRA engine is [governor]; time comes from tokio, so tests run under
+//! `tokio::time::pause()`.
+//!
+//! # Example
+//!
+//! ```
+//! use http::{Method, Request, Response};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_quota::{KeyBy, Limits, Quota, RateLimitLayer, Route};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), tower_quota::BoxError> {
+//! let limits = Limits::builder()
+//!     // 600/min is paced as one request every 100 ms (burst 1), 1% under the rate.
+//!     .quota("chat", Quota::new("600/min".parse()?).keyed_by(KeyBy::model()))
+//!     .quota("tokens", Quota::new("180000 tokens/min".parse()?))
+//!     .route(Route::new(Method::POST, "/v1/chat/completions").quota("chat").quota("tokens"))
+//!     .build()?;
+//!
+//! let client = ServiceBuilder::new()
+//!     .layer(RateLimitLayer::new(limits))
+//!     .service(service_fn(|_req: Request<String>| async {
+//!         Ok::<_, std::convert::Infallible>(Response::new(String::from("{}")))
+//!     }));
+//!
+//! let start = tokio::time::Instant::now();
+//! for _ in 0..3 {
+//!     let req = Request::post("/v1/chat/completions")
+//!         .body(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.to_string())?;
+//!     client.clone().oneshot(req).await?;
+//! }
+//! // The 1st went at once, the 2nd and 3rd one interval (100 ms / 0.99) apart.
+//! assert!(start.elapsed() >= std::time::Duration::from_millis(202));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Configuration from TOML
+//!
+//! [`Limits::from_toml`] reads the same configuration from a file; see
+//! [`LimitsFile`] for the format.
+//!
+//! # Defaults
+//!
+//! - Request quotas have **burst 1**: a strict server (Together enforces per
+//!   second) accepts evenly paced requests, not a minute's worth at once.
+//! - Every quota runs a **safety margin** (1%) under its rate, because
+//!   scheduling and network jitter turn exact pacing at the limit into
+//!   occasional 429s against a strict sliding window.
+//!
+//! [governor]: https://docs.rs/governor
+#![forbid(unsafe_code)]
+
+mod body;
+mod config;
+mod cost;
+mod engine;
+pub mod error;
+pub mod future;
+mod layer;
+mod rate;
+mod route;
+mod service;
+mod snapshot;
+
+pub use body::PeekBody;
+pub use config::{
+    DEFAULT_CATCH_UP, DEFAULT_HOLD, DEFAULT_SAFETY_MARGIN, InvalidConfig, LimitRow, Limits,
+    LimitsBuilder, LimitsFile, OverrideFile, Quota, QuotaFile, Route, RouteFile, Unmatched,
+    UnmatchedFile,
+};
+pub use cost::{Cost, CostFn, KeyBy, TokenEstimate};
+pub use layer::RateLimitLayer;
+pub use rate::{Rate, RateParseError, parse_duration};
+pub use service::RateLimit;
+pub use snapshot::{CellSnapshot, Snapshot};
+
+/// The error type of [`RateLimit`]: errors of this crate (see [`error`]) or of the inner service.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -160,7 +160,10 @@ fn parse_decimal(text: &str) -> Option<f64> {
         Some(frac) => (digits(int) || int.is_empty()) && digits(frac),
     };
     if !ok {
-        tracing::debug!(value = text, "ignoring wait hint that is not a non-negative number");
+        tracing::debug!(
+            value = text,
+            "ignoring wait hint that is not a non-negative number"
+        );
         return None;
     }
     text.parse::<f64>().ok().filter(|v| v.is_finite())
@@ -180,7 +183,10 @@ fn parse_http_date(text: &str, now: SystemTime) -> Option<Duration> {
     let at = httpdate::parse_http_date(text).ok()?;
     let delay = at.duration_since(now).unwrap_or(Duration::ZERO);
     if delay > MAX_PLAUSIBLE_HINT {
-        tracing::debug!(value = text, "ignoring retry-after date too far in the future");
+        tracing::debug!(
+            value = text,
+            "ignoring retry-after date too far in the future"
+        );
         return None;
     }
     Some(delay)
@@ -266,7 +272,17 @@ mod tests {
 
     #[test]
     fn garbage_falls_through_to_the_next_header() {
-        for bad in ["-1", "abc", "1e3", "inf", "NaN", "+5", "", "1.", "99999999999999999999"] {
+        for bad in [
+            "-1",
+            "abc",
+            "1e3",
+            "inf",
+            "NaN",
+            "+5",
+            "",
+            "1.",
+            "99999999999999999999",
+        ] {
             let h = headers(&[("retry-after-ms", bad), ("x-ratelimit-reset", "4")]);
             let hint = parse_wait_hint(&h, at(0)).unwrap();
             assert_eq!(hint.source, HintSource::RateLimitReset, "{bad:?}");

@@ -1,0 +1,169 @@
+//! Contention: many tasks through one quota in real time, against tower's
+//! RateLimit (behind a Buffer, as it is not Clone) and governor's `until_ready`.
+//!
+//! For each: achieved rate against the ideal, wakeups (polls after the first)
+//! per grant, and CPU per grant (this thread's CPU time from
+//! /proc/thread-self/schedstat: everything runs on one current-thread runtime).
+//!
+//! `cargo bench -p tower-quota --bench contention` (about a minute)
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::{Method, Request, Response};
+use tower::{Service, ServiceExt, service_fn};
+use tower_quota::{Limits, Quota, Rate, RateLimit, Route};
+
+/// Counts every poll of the wrapped future.
+struct Counted<F> {
+    inner: Pin<Box<F>>,
+    polls: Arc<AtomicU64>,
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Outcome {
+    name: &'static str,
+    grants: u64,
+    elapsed: Duration,
+    ideal: Duration,
+    polls: u64,
+    cpu: Duration,
+}
+
+impl Outcome {
+    fn print(&self) {
+        println!(
+            "{:<42} {:>6} grants  {:>8.3} s (ideal {:>7.3} s, {:>5.1}% of ideal rate)  {:>6.2} wakeups/grant  {:>7.2} µs CPU/grant",
+            self.name,
+            self.grants,
+            self.elapsed.as_secs_f64(),
+            self.ideal.as_secs_f64(),
+            100.0 * self.ideal.as_secs_f64() / self.elapsed.as_secs_f64(),
+            (self.polls - self.grants) as f64 / self.grants as f64,
+            self.cpu.as_secs_f64() * 1e6 / self.grants as f64,
+        );
+    }
+}
+
+/// Runs `tasks` concurrent tasks, each awaiting `make()` once, and measures them.
+async fn measure<F, Fut>(name: &'static str, tasks: u64, per_sec: u64, make: F) -> Outcome
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let polls = Arc::new(AtomicU64::new(0));
+    let cpu0 = cpu_ns();
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            tokio::spawn(Counted {
+                inner: Box::pin(make()),
+                polls: polls.clone(),
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    Outcome {
+        name,
+        grants: tasks,
+        elapsed,
+        // Burst 1: the first goes at once, then one per interval.
+        ideal: Duration::from_secs_f64((tasks - 1) as f64 / per_sec as f64),
+        polls: polls.load(Ordering::Relaxed),
+        cpu: Duration::from_nanos(cpu_ns() - cpu0),
+    }
+}
+
+fn noop() -> impl Service<
+    Request<String>,
+    Response = Response<String>,
+    Error = Infallible,
+    Future = std::future::Ready<Result<Response<String>, Infallible>>,
+> + Clone
++ Send {
+    service_fn(|_: Request<String>| std::future::ready(Ok(Response::new(String::new()))))
+}
+
+async fn run(tasks: u64, per_sec: u32) {
+    println!("\n{tasks} tasks through {per_sec}/s (burst 1):");
+    let rate = Rate::per_second(NonZeroU32::new(per_sec).unwrap());
+    let limits = Limits::builder()
+        .safety_margin(0.0)
+        .quota("q", Quota::new(rate))
+        .route(Route::new(Method::POST, "/x").quota("q"))
+        .build()
+        .unwrap();
+    let svc = RateLimit::new(noop(), limits);
+    measure("tower-quota RateLimit (margin 0)", tasks, per_sec.into(), || {
+        let svc = svc.clone();
+        async move {
+            svc.oneshot(Request::post("/x").body(String::new()).unwrap())
+                .await
+                .unwrap();
+        }
+    })
+    .await
+    .print();
+
+    let tower_limit = tower::buffer::Buffer::new(
+        tower::limit::RateLimit::new(
+            noop(),
+            tower::limit::rate::Rate::new(1, Duration::from_secs(1) / per_sec),
+        ),
+        tasks as usize,
+    );
+    measure("tower::limit::RateLimit behind Buffer", tasks, per_sec.into(), || {
+        let svc = tower_limit.clone();
+        async move {
+            svc.oneshot(Request::post("/x").body(String::new()).unwrap())
+                .await
+                .unwrap();
+        }
+    })
+    .await
+    .print();
+
+    let governor = Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(
+        NonZeroU32::new(per_sec).unwrap(),
+    )));
+    measure("governor until_ready", tasks, per_sec.into(), || {
+        let governor = governor.clone();
+        async move { governor.until_ready().await }
+    })
+    .await
+    .print();
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        run(100, 10).await;
+        run(10_000, 1_000).await;
+    });
+}

@@ -1,0 +1,503 @@
+//! The shared state behind every clone of a rate-limit service: governor
+//! cells, their FIFO queues and their holds.
+//!
+//! # How waiting works
+//!
+//! A request is admitted in `call`: its route is matched, its keys and costs
+//! computed, and it joins the queue of every cell (quota × key) it draws on,
+//! all under one lock, so any two requests stand in the same order in every
+//! queue they share. Only a request at the front of all its queues (a head)
+//! asks governor for a decision; the others park without a timer and are
+//! woken when the one before them leaves.
+//!
+//! A head that is refused sleeps until the instant governor names, and on
+//! waking decides *as of that instant* (the schedule, not the late wake-up,
+//! is the truth), never further back than the catch-up credit. Decisions over
+//! several cells are all-or-nothing: a cell that granted is rolled back when
+//! a later one refuses, which is possible because the cells keep their GCRA
+//! state in a store this module owns.
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
+use std::time::{Duration, SystemTime};
+
+use governor::RateLimiter;
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{NotKeyed, StateStore};
+use http::{HeaderMap, StatusCode};
+use tokio::time::Instant;
+use tower_retry_after::hint::{HintSource, parse_wait_hint};
+
+use crate::BoxError;
+use crate::config::{CellParams, CompiledRoute, Limits};
+use crate::error::{CostTooHigh, WaitTimeout};
+
+/// How often idle keyed cells are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// The most decision rounds one head makes in one attempt.
+const MAX_ROUNDS: usize = 16;
+
+/// The identity of one limiter cell: a quota and, for keyed quotas, a key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct CellKey {
+    pub(crate) quota: usize,
+    pub(crate) key: Option<Arc<str>>,
+}
+
+/// A governor clock that reads the decision time this module sets before each check.
+#[derive(Debug, Clone)]
+struct DecisionClock(Arc<AtomicU64>);
+
+impl Clock for DecisionClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::Relaxed))
+    }
+}
+
+const NO_STATE: u64 = u64::MAX;
+
+/// A governor state store whose theoretical arrival time (TAT) this module can read and restore.
+#[derive(Debug)]
+struct TatStore(Arc<AtomicU64>);
+
+impl StateStore for TatStore {
+    type Key = NotKeyed;
+
+    fn measure_and_replace<T, F, E>(&self, _key: &NotKeyed, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        // Every access happens under the engine's lock: no compare-and-swap loop needed.
+        let current = self.0.load(Ordering::Relaxed);
+        let prev = (current != NO_STATE).then(|| Nanos::from(current));
+        let (outcome, next) = f(prev)?;
+        self.0.store(next.into(), Ordering::Relaxed);
+        Ok(outcome)
+    }
+}
+
+type Governor = RateLimiter<NotKeyed, TatStore, DecisionClock, NoOpMiddleware<Duration>>;
+
+struct Cell {
+    governor: Governor,
+    tat: Arc<AtomicU64>,
+    clock: Arc<AtomicU64>,
+    params: CellParams,
+    queue: VecDeque<u64>,
+    queued_cost: u64,
+    hold_until: Option<Instant>,
+}
+
+impl Cell {
+    fn new(params: &CellParams) -> Self {
+        let tat = Arc::new(AtomicU64::new(NO_STATE));
+        let clock = Arc::new(AtomicU64::new(0));
+        let quota = governor::Quota::with_period(params.interval)
+            .expect("interval is never zero")
+            .allow_burst(params.burst);
+        // The clock reads 0 here, so the limiter's start is the engine's base instant.
+        let governor = RateLimiter::new(quota, TatStore(tat.clone()), DecisionClock(clock.clone()));
+        Cell {
+            governor,
+            tat,
+            clock,
+            params: params.clone(),
+            queue: VecDeque::new(),
+            queued_cost: 0,
+            hold_until: None,
+        }
+    }
+
+    /// The TAT as an offset from the base, or `None` before the first grant.
+    fn tat(&self) -> Option<Duration> {
+        let raw = self.tat.load(Ordering::Relaxed);
+        (raw != NO_STATE).then(|| Duration::from_nanos(raw))
+    }
+
+    /// Tolerance: how far ahead of now the TAT may run (burst − 1 intervals).
+    fn tau(&self) -> Duration {
+        self.params.interval * (self.params.burst.get() - 1)
+    }
+
+    /// When `cost` units could next be granted, ignoring the queue, as an offset from the base.
+    fn earliest(&self, now: Duration, cost: u32) -> Duration {
+        let tat = self.tat().unwrap_or(now).max(now);
+        (tat + self.params.interval * (cost - 1)).saturating_sub(self.tau())
+    }
+}
+
+struct Waiter {
+    cells: Vec<(CellKey, NonZeroU32)>,
+    waker: Option<Waker>,
+    due: Option<Instant>,
+    deadline: Option<(Instant, Duration)>,
+    route: usize,
+}
+
+struct State {
+    cells: HashMap<CellKey, Cell>,
+    waiters: HashMap<u64, Waiter>,
+    next_id: u64,
+    last_sweep: Instant,
+}
+
+pub(crate) struct Engine {
+    pub(crate) limits: Limits,
+    base: Instant,
+    state: Mutex<State>,
+}
+
+/// What `call` decided for a request.
+pub(crate) enum Admission {
+    /// No route or no quotas: pass through.
+    Pass,
+    /// Queued; the id identifies the waiter.
+    Queued(u64),
+}
+
+/// What one attempt by a waiter came to.
+pub(crate) enum Attempt {
+    /// Every cell granted; the request may go. Carries the cells for feedback.
+    Granted(Vec<CellKey>),
+    /// A head refused until this instant.
+    WaitUntil(Instant),
+    /// Not yet at the front of all its queues; the waker is stored.
+    Queued,
+}
+
+impl Engine {
+    pub(crate) fn new(limits: Limits) -> Self {
+        let now = Instant::now();
+        Engine {
+            limits,
+            base: now,
+            state: Mutex::new(State {
+                cells: HashMap::new(),
+                waiters: HashMap::new(),
+                next_id: 0,
+                last_sweep: now,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn offset(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.base)
+    }
+
+    pub(crate) fn route_for(&self, method: &http::Method, path: &str) -> Option<usize> {
+        let limits = &self.limits;
+        match limits
+            .routes
+            .iter()
+            .position(|r| r.matcher.as_ref().is_some_and(|m| m.matches(method, path)))
+        {
+            Some(i) => Some(i),
+            None => limits.unmatched.as_ref().map(|_| limits.routes.len()),
+        }
+    }
+
+    pub(crate) fn route(&self, index: usize) -> &CompiledRoute {
+        let limits = &self.limits;
+        limits
+            .routes
+            .get(index)
+            .or(limits.unmatched.as_ref())
+            .expect("route index comes from route_for")
+    }
+
+    /// Queues a request that draws `cells` on route `route`.
+    pub(crate) fn admit(
+        &self,
+        route: usize,
+        cells: Vec<(CellKey, u32)>,
+    ) -> Result<Admission, BoxError> {
+        if cells.is_empty() {
+            return Ok(Admission::Pass);
+        }
+        let now = Instant::now();
+        let now_off = self.offset(now);
+        let mut state = self.lock();
+        if now.saturating_duration_since(state.last_sweep) >= SWEEP_EVERY {
+            state.sweep(now_off, now);
+        }
+        let mut checked = Vec::with_capacity(cells.len());
+        let mut earliest = now;
+        for (key, cost) in cells {
+            let quota = &self.limits.quotas[key.quota];
+            let params = key
+                .key
+                .as_deref()
+                .and_then(|k| quota.overrides.get(k))
+                .unwrap_or(&quota.default);
+            let cell = state
+                .cells
+                .entry(key.clone())
+                .or_insert_with(|| Cell::new(params));
+            let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
+            if cost > cell.params.burst {
+                return Err(CostTooHigh::new(
+                    quota.name.clone(),
+                    key.key.as_deref().map(str::to_owned),
+                    cost.get(),
+                    cell.params.burst.get(),
+                )
+                .into());
+            }
+            // Predicted grant: after everyone already queued, if nobody leaves.
+            let ahead = cell
+                .params
+                .interval
+                .saturating_mul(u32::try_from(cell.queued_cost).unwrap_or(u32::MAX));
+            let at = self.base + cell.earliest(now_off, cost.get()) + ahead;
+            earliest = earliest.max(at).max(cell.hold_until.unwrap_or(now));
+            checked.push((key, cost));
+        }
+        let route_def = self.route(route);
+        let deadline = route_def.max_wait.map(|w| (now + w, w));
+        if let Some((limit, max_wait)) = deadline
+            && earliest > limit
+        {
+            tracing::debug!(route = %route_def.name, wait = ?(earliest - now), ?max_wait, "rate limit: failing fast");
+            return Err(WaitTimeout::new(route_def.name.clone(), earliest, max_wait).into());
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        for (key, cost) in &checked {
+            let cell = state.cells.get_mut(key).expect("inserted above");
+            cell.queue.push_back(id);
+            cell.queued_cost += u64::from(cost.get());
+        }
+        state.waiters.insert(
+            id,
+            Waiter {
+                cells: checked,
+                waker: None,
+                due: None,
+                deadline,
+                route,
+            },
+        );
+        Ok(Admission::Queued(id))
+    }
+
+    /// One attempt by waiter `id` to be granted.
+    pub(crate) fn attempt(&self, id: u64, waker: &Waker) -> Result<Attempt, BoxError> {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let State { cells, waiters, .. } = &mut *guard;
+        let waiter = waiters.get_mut(&id).expect("a live ticket has a waiter");
+        let is_head = waiter
+            .cells
+            .iter()
+            .all(|(key, _)| cells[key].queue.front() == Some(&id));
+        if !is_head {
+            if !waiter.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                waiter.waker = Some(waker.clone());
+            }
+            return Ok(Attempt::Queued);
+        }
+        for _ in 0..MAX_ROUNDS {
+            // Held cells refuse until the hold passes.
+            let hold = waiter
+                .cells
+                .iter()
+                .filter_map(|(key, _)| cells[key].hold_until)
+                .max()
+                .filter(|&h| h > now);
+            if let Some(until) = hold {
+                waiter.due = Some(until);
+                return self.wait_or_fail(&mut guard, id, until, now);
+            }
+            let decision = waiter
+                .due
+                .unwrap_or(now)
+                .max(now.checked_sub(self.limits.catch_up).unwrap_or(now))
+                .min(now);
+            let at = u64::try_from(self.offset(decision).as_nanos()).unwrap_or(u64::MAX - 1);
+            let mut taken: Vec<(&Cell, u64)> = Vec::with_capacity(waiter.cells.len());
+            let mut refused = None;
+            for (key, cost) in &waiter.cells {
+                let cell = &cells[key];
+                cell.clock.store(at, Ordering::Relaxed);
+                let saved = cell.tat.load(Ordering::Relaxed);
+                match cell.governor.check_n(*cost) {
+                    Ok(Ok(())) => taken.push((cell, saved)),
+                    Ok(Err(not_until)) => {
+                        refused = Some(self.base + not_until.earliest_possible());
+                        break;
+                    }
+                    Err(_) => unreachable!("costs above the burst are refused at admission"),
+                }
+            }
+            let Some(until) = refused else {
+                return Ok(Attempt::Granted(guard.grant(id)));
+            };
+            for (cell, saved) in taken {
+                cell.tat.store(saved, Ordering::Relaxed);
+            }
+            waiter.due = Some(until);
+            if until > now {
+                return self.wait_or_fail(&mut guard, id, until, now);
+            }
+        }
+        // Unreachable in practice: each round moves the decision to a later cell's due time.
+        Ok(Attempt::WaitUntil(now + Duration::from_millis(1)))
+    }
+
+    fn wait_or_fail(
+        &self,
+        state: &mut State,
+        id: u64,
+        until: Instant,
+        now: Instant,
+    ) -> Result<Attempt, BoxError> {
+        let waiter = &state.waiters[&id];
+        if let Some((limit, max_wait)) = waiter.deadline
+            && until > limit
+        {
+            let route = self.route(waiter.route).name.clone();
+            tracing::debug!(%route, wait = ?(until - now), ?max_wait, "rate limit: failing fast");
+            state.remove(id);
+            return Err(WaitTimeout::new(route, until, max_wait).into());
+        }
+        Ok(Attempt::WaitUntil(until))
+    }
+
+    /// Removes a waiter that gave up (its future was dropped): it consumed nothing.
+    pub(crate) fn cancel(&self, id: u64) {
+        self.lock().remove(id);
+    }
+
+    /// Reads a response for server feedback and holds `cells` if it asks for a pause.
+    pub(crate) fn feedback(&self, cells: &[CellKey], status: StatusCode, headers: &HeaderMap) {
+        if !self.limits.feedback || cells.is_empty() {
+            return;
+        }
+        let hint = parse_wait_hint(headers, SystemTime::now());
+        let remaining_zero = headers
+            .get("x-ratelimit-remaining")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .is_some_and(|v| v <= 0.0);
+        let explicit = hint.filter(|h| h.source != HintSource::RateLimitReset);
+        let (delay, reason) = if status == StatusCode::TOO_MANY_REQUESTS {
+            (
+                hint.map_or(self.limits.default_hold, |h| h.delay),
+                "429 Too Many Requests",
+            )
+        } else if let Some(h) = explicit {
+            (h.delay, "retry-after")
+        } else if remaining_zero {
+            match hint {
+                Some(h) => (h.delay, "x-ratelimit-remaining: 0"),
+                None => return,
+            }
+        } else {
+            return;
+        };
+        if delay.is_zero() {
+            return;
+        }
+        let until = Instant::now() + delay;
+        let mut state = self.lock();
+        for key in cells {
+            if let Some(cell) = state.cells.get_mut(key)
+                && cell.hold_until.is_none_or(|h| h < until)
+            {
+                cell.hold_until = Some(until);
+                let quota = &self.limits.quotas[key.quota].name;
+                tracing::info!(%quota, key = key.key.as_deref(), ?delay, reason, "rate limit: holding");
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> crate::Snapshot {
+        let now = Instant::now();
+        let now_off = self.offset(now);
+        let state = self.lock();
+        let mut cells: Vec<_> = state
+            .cells
+            .iter()
+            .map(|(key, cell)| {
+                let next = self.base + cell.earliest(now_off, 1);
+                crate::snapshot::CellSnapshot {
+                    quota: self.limits.quotas[key.quota].name.clone(),
+                    key: key.key.as_deref().map(str::to_owned),
+                    queued: cell.queue.len(),
+                    next_free: next.max(cell.hold_until.unwrap_or(next)),
+                    hold_until: cell.hold_until.filter(|&h| h > now),
+                }
+            })
+            .collect();
+        cells.sort_by(|a, b| (&a.quota, &a.key).cmp(&(&b.quota, &b.key)));
+        crate::Snapshot { at: now, cells }
+    }
+}
+
+impl State {
+    /// Takes a granted head out of its queues and wakes whoever is now in front.
+    fn grant(&mut self, id: u64) -> Vec<CellKey> {
+        let waiter = self.waiters.remove(&id).expect("granted waiter exists");
+        let mut keys = Vec::with_capacity(waiter.cells.len());
+        for (key, cost) in waiter.cells {
+            let cell = self.cells.get_mut(&key).expect("cell of a live waiter");
+            let front = cell.queue.pop_front();
+            debug_assert_eq!(front, Some(id));
+            cell.queued_cost -= u64::from(cost.get());
+            if let Some(&next) = cell.queue.front() {
+                wake(&mut self.waiters, next);
+            }
+            keys.push(key);
+        }
+        keys
+    }
+
+    /// Removes a waiter from wherever it stands, waking any new front.
+    fn remove(&mut self, id: u64) {
+        let Some(waiter) = self.waiters.remove(&id) else {
+            return;
+        };
+        for (key, cost) in waiter.cells {
+            let Some(cell) = self.cells.get_mut(&key) else {
+                continue;
+            };
+            let was_front = cell.queue.front() == Some(&id);
+            if let Some(pos) = cell.queue.iter().position(|&w| w == id) {
+                cell.queue.remove(pos);
+                cell.queued_cost -= u64::from(cost.get());
+            }
+            if was_front && let Some(&next) = cell.queue.front() {
+                wake(&mut self.waiters, next);
+            }
+        }
+    }
+
+    /// Drops keyed cells whose state is the same as a fresh one: nobody
+    /// queued, no hold, and the GCRA fully replenished.
+    fn sweep(&mut self, now_off: Duration, now: Instant) {
+        self.last_sweep = now;
+        self.cells.retain(|key, cell| {
+            key.key.is_none()
+                || !cell.queue.is_empty()
+                || cell.hold_until.is_some_and(|h| h > now)
+                || cell.tat().is_some_and(|tat| tat > now_off)
+        });
+    }
+}
+
+fn wake(waiters: &mut HashMap<u64, Waiter>, id: u64) {
+    if let Some(waker) = waiters.get_mut(&id).and_then(|w| w.waker.take()) {
+        waker.wake();
+    }
+}

@@ -1,0 +1,189 @@
+//! The response future of [`RateLimit`](crate::RateLimit).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tokio::time::{Sleep, sleep_until};
+use tower_service::Service;
+
+use crate::BoxError;
+use crate::engine::{Attempt, CellKey, Engine};
+
+pin_project! {
+    /// Waits for the request's quotas, readies the inner service, calls it,
+    /// and reads the response for server feedback.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B, S::Future>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B, F> {
+        Waiting {
+            ticket: Ticket,
+            sleep: Option<Pin<Box<Sleep>>>,
+            svc: Option<S>,
+            req: Option<Request<B>>,
+        },
+        Ready {
+            svc: Option<S>,
+            req: Option<Request<B>>,
+            feedback: Option<Feedback>,
+        },
+        Calling {
+            #[pin]
+            fut: F,
+            feedback: Option<Feedback>,
+        },
+        Failed {
+            error: Option<BoxError>,
+        },
+    }
+}
+
+/// A place in the queues; leaving it (on drop) consumes nothing.
+struct Ticket {
+    engine: Arc<Engine>,
+    id: u64,
+    live: bool,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.live {
+            self.engine.cancel(self.id);
+        }
+    }
+}
+
+/// The cells a granted request drew on, to hold them if the server pushes back.
+struct Feedback {
+    engine: Arc<Engine>,
+    cells: Vec<CellKey>,
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn ready(svc: S, req: Request<B>) -> Self {
+        ResponseFuture {
+            state: State::Ready {
+                svc: Some(svc),
+                req: Some(req),
+                feedback: None,
+            },
+        }
+    }
+
+    pub(crate) fn waiting(engine: Arc<Engine>, id: u64, svc: S, req: Request<B>) -> Self {
+        ResponseFuture {
+            state: State::Waiting {
+                ticket: Ticket {
+                    engine,
+                    id,
+                    live: true,
+                },
+                sleep: None,
+                svc: Some(svc),
+                req: Some(req),
+            },
+        }
+    }
+
+    pub(crate) fn failed(error: BoxError) -> Self {
+        ResponseFuture {
+            state: State::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            match state.as_mut().project() {
+                StateProj::Waiting {
+                    ticket,
+                    sleep,
+                    svc,
+                    req,
+                } => match ticket.engine.attempt(ticket.id, cx.waker()) {
+                    Err(error) => {
+                        ticket.live = false;
+                        return Poll::Ready(Err(error));
+                    }
+                    Ok(Attempt::Queued) => return Poll::Pending,
+                    Ok(Attempt::WaitUntil(until)) => {
+                        match sleep {
+                            Some(timer) => {
+                                if timer.deadline() != until {
+                                    timer.as_mut().reset(until);
+                                }
+                            }
+                            None => *sleep = Some(Box::pin(sleep_until(until))),
+                        }
+                        let timer = sleep.as_mut().expect("set above");
+                        ready!(timer.as_mut().poll(cx));
+                    }
+                    Ok(Attempt::Granted(cells)) => {
+                        ticket.live = false;
+                        let feedback = Feedback {
+                            engine: ticket.engine.clone(),
+                            cells,
+                        };
+                        let (svc, req) = (svc.take(), req.take());
+                        state.set(State::Ready {
+                            svc,
+                            req,
+                            feedback: Some(feedback),
+                        });
+                    }
+                },
+                StateProj::Ready { svc, req, feedback } => {
+                    let inner = svc.as_mut().expect("polled after completion");
+                    ready!(inner.poll_ready(cx)).map_err(Into::into)?;
+                    let fut = inner.call(req.take().expect("polled after completion"));
+                    let feedback = feedback.take();
+                    state.set(State::Calling { fut, feedback });
+                }
+                StateProj::Calling { fut, feedback } => {
+                    let response = ready!(fut.poll(cx)).map_err(Into::into)?;
+                    if let Some(fb) = feedback.take() {
+                        fb.engine
+                            .feedback(&fb.cells, response.status(), response.headers());
+                    }
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Failed { error } => {
+                    return Poll::Ready(Err(error.take().expect("polled after completion")));
+                }
+            }
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

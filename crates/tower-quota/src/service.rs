@@ -1,0 +1,148 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use crate::body::PeekBody;
+use crate::config::Limits;
+use crate::engine::{Admission, CellKey, Engine};
+use crate::future::ResponseFuture;
+use crate::{BoxError, Snapshot};
+
+/// Waits for each request's quotas before sending it; see the [crate docs](crate).
+///
+/// # Backpressure
+///
+/// `poll_ready` is always ready: the route, and so the quota, is only known
+/// from the request. The wait happens in the response future, which then
+/// drives its own clone of the inner service to readiness and calls it, so
+/// an inner service is never called unready and no inner capacity (a
+/// connection, a concurrency permit) is held while a request waits for quota.
+///
+/// # Clone
+///
+/// Clones share the quotas (and the queues). The inner service is cloned once
+/// per request.
+///
+/// # Cancellation
+///
+/// Dropping a response future while it waits leaves the queue and consumes
+/// nothing; the next caller moves up.
+pub struct RateLimit<S> {
+    inner: S,
+    engine: Arc<Engine>,
+}
+
+impl<S> RateLimit<S> {
+    /// Wraps `inner` with its own quotas. Use [`RateLimitLayer`](crate::RateLimitLayer)
+    /// to share quotas between several services.
+    pub fn new(inner: S, limits: Limits) -> Self {
+        Self::from_engine(inner, Arc::new(Engine::new(limits)))
+    }
+
+    pub(crate) fn from_engine(inner: S, engine: Arc<Engine>) -> Self {
+        RateLimit { inner, engine }
+    }
+
+    /// The state of the quotas now, for metrics.
+    pub fn snapshot(&self) -> Snapshot {
+        self.engine.snapshot()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Matches the request to a route and queues it on the route's cells.
+    fn admit<B: PeekBody>(&self, req: Request<B>) -> (Request<B>, Result<Admission, BoxError>) {
+        let engine = &self.engine;
+        let Some(route_index) = engine.route_for(req.method(), req.uri().path()) else {
+            return (req, Ok(Admission::Pass));
+        };
+        let route = engine.route(route_index);
+        let (parts, body) = req.into_parts();
+        let bytes = if route.needs_body {
+            body.peek_bytes()
+        } else {
+            None
+        };
+        let json = bytes.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
+        let cells = route
+            .quotas
+            .iter()
+            .map(|&quota| {
+                let q = &engine.limits.quotas[quota];
+                let key = q
+                    .key
+                    .as_ref()
+                    .and_then(|k| k.key_of(&parts, json.as_ref()))
+                    .map(Arc::from);
+                let cost = q.cost.of(&parts, json.as_ref(), bytes);
+                (CellKey { quota, key }, cost)
+            })
+            .collect();
+        let admission = engine.admit(route_index, cells);
+        (Request::from_parts(parts, body), admission)
+    }
+}
+
+impl<S: Clone> Clone for RateLimit<S> {
+    fn clone(&self) -> Self {
+        RateLimit {
+            inner: self.inner.clone(),
+            engine: self.engine.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("limits", &self.engine.limits)
+            .finish()
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for RateLimit<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    B: PeekBody,
+{
+    type Response = Response<ResBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // Take the service that was (or was not) readied and leave a clone:
+        // the future readies its own copy after the grant.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let (req, admission) = self.admit(req);
+        match admission {
+            Ok(Admission::Pass) => ResponseFuture::ready(inner, req),
+            Ok(Admission::Queued(id)) => {
+                ResponseFuture::waiting(self.engine.clone(), id, inner, req)
+            }
+            Err(error) => ResponseFuture::failed(error),
+        }
+    }
+}
