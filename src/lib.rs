@@ -1,1 +1,10 @@
-//! x
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+/// Per-route, per-key GCRA quotas: [`tower_quota`].
+#[cfg(feature = "quota")]
+pub use tower_quota as quota;
+
+/// Retry-After aware retries: [`tower_retry_after`].
+#[cfg(feature = "retry")]
+pub use tower_retry_after as retry;

@@ -146,9 +146,10 @@ async fn run(tasks: u64, per_sec: u32) {
     .await
     .print();
 
-    let governor = Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(
-        NonZeroU32::new(per_sec).unwrap(),
-    )));
+    // Burst 1, like the others (`Quota::per_second` would allow a second's worth at once).
+    let governor = Arc::new(governor::RateLimiter::direct(
+        governor::Quota::with_period(Duration::from_secs(1) / per_sec).unwrap(),
+    ));
     measure("governor until_ready", tasks, per_sec.into(), || {
         let governor = governor.clone();
         async move { governor.until_ready().await }

@@ -341,7 +341,7 @@ impl Engine {
                 }
             }
             let Some(until) = refused else {
-                return Ok(Attempt::Granted(guard.grant(id)));
+                return Ok(Attempt::Granted(guard.grant(id, decision)));
             };
             for (cell, saved) in taken {
                 cell.tat.store(saved, Ordering::Relaxed);
@@ -447,7 +447,11 @@ impl Engine {
 
 impl State {
     /// Takes a granted head out of its queues and wakes whoever is now in front.
-    fn grant(&mut self, id: u64) -> Vec<CellKey> {
+    ///
+    /// The new front inherits the grant's decision time as the earliest it
+    /// may decide at: it continues the schedule from where this grant stood,
+    /// rather than from its own (later) wake-up.
+    fn grant(&mut self, id: u64, decision: Instant) -> Vec<CellKey> {
         let waiter = self.waiters.remove(&id).expect("granted waiter exists");
         let mut keys = Vec::with_capacity(waiter.cells.len());
         for (key, cost) in waiter.cells {
@@ -455,8 +459,13 @@ impl State {
             let front = cell.queue.pop_front();
             debug_assert_eq!(front, Some(id));
             cell.queued_cost -= u64::from(cost.get());
-            if let Some(&next) = cell.queue.front() {
-                wake(&mut self.waiters, next);
+            if let Some(&next) = cell.queue.front()
+                && let Some(waiter) = self.waiters.get_mut(&next)
+            {
+                waiter.due = Some(waiter.due.map_or(decision, |d| d.max(decision)));
+                if let Some(waker) = waiter.waker.take() {
+                    waker.wake();
+                }
             }
             keys.push(key);
         }
