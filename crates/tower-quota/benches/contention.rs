@@ -117,14 +117,19 @@ async fn run(tasks: u64, per_sec: u32) {
         .build()
         .unwrap();
     let svc = RateLimit::new(noop(), limits);
-    measure("tower-quota RateLimit (margin 0)", tasks, per_sec.into(), || {
-        let svc = svc.clone();
-        async move {
-            svc.oneshot(Request::post("/x").body(String::new()).unwrap())
-                .await
-                .unwrap();
-        }
-    })
+    measure(
+        "tower-quota RateLimit (margin 0)",
+        tasks,
+        per_sec.into(),
+        || {
+            let svc = svc.clone();
+            async move {
+                svc.oneshot(Request::post("/x").body(String::new()).unwrap())
+                    .await
+                    .unwrap();
+            }
+        },
+    )
     .await
     .print();
 
@@ -135,14 +140,19 @@ async fn run(tasks: u64, per_sec: u32) {
         ),
         tasks as usize,
     );
-    measure("tower::limit::RateLimit behind Buffer", tasks, per_sec.into(), || {
-        let svc = tower_limit.clone();
-        async move {
-            svc.oneshot(Request::post("/x").body(String::new()).unwrap())
-                .await
-                .unwrap();
-        }
-    })
+    measure(
+        "tower::limit::RateLimit behind Buffer",
+        tasks,
+        per_sec.into(),
+        || {
+            let svc = tower_limit.clone();
+            async move {
+                svc.oneshot(Request::post("/x").body(String::new()).unwrap())
+                    .await
+                    .unwrap();
+            }
+        },
+    )
     .await
     .print();
 

@@ -38,8 +38,14 @@ fn noop() -> impl Service<
 
 /// A quota so generous (a billion a second) that no call ever waits.
 fn huge() -> Quota {
-    Quota::new(Rate::new(NonZeroU32::new(1_000_000_000).unwrap(), Duration::from_secs(1)).unwrap())
-        .burst(NonZeroU32::new(1_000_000_000).unwrap())
+    Quota::new(
+        Rate::new(
+            NonZeroU32::new(1_000_000_000).unwrap(),
+            Duration::from_secs(1),
+        )
+        .unwrap(),
+    )
+    .burst(NonZeroU32::new(1_000_000_000).unwrap())
 }
 
 fn bench(c: &mut Criterion) {
@@ -48,7 +54,11 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let _guard = rt.enter();
-    let req = || Request::post("/v1/chat/completions").body(String::new()).unwrap();
+    let req = || {
+        Request::post("/v1/chat/completions")
+            .body(String::new())
+            .unwrap()
+    };
     let body = r#"{"model":"meta-llama/Llama-3.3-70B-Instruct-Turbo","messages":[{"role":"user","content":"Say hi"}],"max_tokens":16}"#;
     let req_json = || {
         Request::post("/v1/chat/completions")
@@ -58,7 +68,9 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("uncontended");
     let mut bare = noop();
-    group.bench_function("bare service", |b| b.iter(|| ready_and_call(&mut bare, req())));
+    group.bench_function("bare service", |b| {
+        b.iter(|| ready_and_call(&mut bare, req()))
+    });
 
     let limits = Limits::builder()
         .quota("q", huge())
@@ -72,7 +84,10 @@ fn bench(c: &mut Criterion) {
 
     let limits = Limits::builder()
         .quota("q", huge().keyed_by(KeyBy::model()))
-        .quota("tokens", huge().cost(tower_quota::Cost::Tokens(Default::default())))
+        .quota(
+            "tokens",
+            huge().cost(tower_quota::Cost::Tokens(Default::default())),
+        )
         .route(
             Route::new(Method::POST, "/v1/chat/completions")
                 .quota("q")
