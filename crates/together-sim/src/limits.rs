@@ -160,22 +160,38 @@ impl Limiter {
         self.max_in_window = self.max_in_window.max(self.in_window);
     }
 
-    /// (remaining, simulated time until fully replenished).
+    /// (remaining, simulated time until one more unit is accepted).
+    ///
+    /// The reset is what a client must wait before its next request can
+    /// pass: 0 while units remain, else until the oldest unit in the window
+    /// leaves it (sliding) or the next cell conforms (gcra). This is what
+    /// `x-ratelimit-reset` means on a 429 too, so both read the same way.
     fn remaining(&self, now: Duration) -> (u64, Duration) {
         match self.mode {
             Mode::Sliding => {
-                let reset = self
-                    .log
-                    .back()
-                    .map(|&(t, _)| (t + self.window).saturating_sub(now))
-                    .unwrap_or_default();
-                (self.limit.saturating_sub(self.in_window), reset)
+                let remaining = self.limit.saturating_sub(self.in_window);
+                let reset = if remaining > 0 {
+                    Duration::ZERO
+                } else {
+                    self.log
+                        .front()
+                        .map(|&(t, _)| (t + self.window).saturating_sub(now))
+                        .unwrap_or_default()
+                };
+                (remaining, reset)
             }
             Mode::Gcra => {
                 let ahead = self.tat.saturating_sub(now);
                 let tau = self.interval.mul_f64(self.burst as f64);
                 let free = tau.saturating_sub(ahead).as_secs_f64() / self.interval.as_secs_f64();
-                ((free.floor() as u64).min(self.burst), ahead)
+                let remaining = (free.floor() as u64).min(self.burst);
+                let reset = if remaining > 0 {
+                    Duration::ZERO
+                } else {
+                    // One more cell conforms once the TAT is within tau - interval.
+                    ahead.saturating_sub(tau.saturating_sub(self.interval))
+                };
+                (remaining, reset)
             }
         }
     }

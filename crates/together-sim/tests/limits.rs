@@ -327,3 +327,28 @@ async fn success_headers_carry_token_limits() {
     assert_eq!(a.header("x-tokenlimit-limit"), Some("3000"));
     assert_eq!(a.header("x-tokenlimit-remaining"), Some("2983"));
 }
+
+#[tokio::test]
+async fn success_reset_is_the_wait_for_the_next_slot() {
+    // 2 per second, sliding: after 2 quick requests none remain, and the
+    // reset says when the oldest leaves the window (not a full window later
+    // than the newest). While requests remain, the reset is 0.
+    let sim = Sim::builder()
+        .mode(Mode::Sliding)
+        .requests(EMBEDDINGS, Rate::per_second(2))
+        .spawn()
+        .await
+        .unwrap();
+    let mut c = Client::new(sim.addr(), "test-key");
+    let a = c.post("/v1/embeddings", &embed_body("x")).await;
+    assert_eq!(a.header("x-ratelimit-remaining"), Some("1"));
+    assert_eq!(secs(&a, "x-ratelimit-reset"), 0.0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = c.post("/v1/embeddings", &embed_body("x")).await;
+    assert_eq!(a.header("x-ratelimit-remaining"), Some("0"));
+    let reset = secs(&a, "x-ratelimit-reset");
+    assert!(
+        reset > 0.6 && reset <= 0.7,
+        "{reset}: the first leaves the window ~0.7 s from now"
+    );
+}
