@@ -371,6 +371,7 @@ impl Engine {
             state.remove(id);
             return Err(WaitTimeout::new(route, until, max_wait).into());
         }
+        tracing::trace!(route = %self.route(waiter.route).name, wait = ?(until - now), "rate limit: waiting");
         Ok(Attempt::WaitUntil(until))
     }
 

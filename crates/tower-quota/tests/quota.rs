@@ -656,3 +656,78 @@ async fn toml_config_drives_the_layer() {
     assert_eq!(&times[..2], &[Duration::ZERO, Duration::ZERO], "burst 2");
     assert!(times[2] >= interval(1.0) - Duration::from_millis(1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn several_quotas_grant_all_or_nothing() {
+    // 2 requests/s and 100 tokens/s (burst 100); each request costs 80 tokens.
+    // The 2nd request's request slot comes due at ~0.505 s, its tokens only at
+    // ~0.606 s: the request slot taken at 0.505 s must be given back, or the
+    // 2nd request would wait for a second request slot (~1.01 s).
+    let limits = Limits::builder()
+        .quota("requests", Quota::new("2/s".parse().unwrap()))
+        .quota("tokens", Quota::new("100 tokens/s".parse().unwrap()))
+        .route(
+            Route::new(Method::POST, "/chat")
+                .quota("requests")
+                .quota("tokens"),
+        )
+        .build()
+        .unwrap();
+    let log = Log::default();
+    let mut svc = RateLimit::new(recorder(log.clone(), ok), limits);
+    let start = Instant::now();
+    let body = |i: u32| format!(r#"{{"prompt":"","max_tokens":80,"i":{i}}}"#);
+    burst(&mut svc, "/chat", (0..3).map(body).collect()).await;
+    let times: Vec<_> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(t, _)| *t - start)
+        .collect();
+    let token = interval(100.0);
+    // Tokens: 80 now, then room for 80 more once 60 have drained (0.606 s),
+    // then once 140 have (1.414 s); the request quota never binds after the first.
+    for (i, ideal) in [Duration::ZERO, token * 60, token * 140]
+        .into_iter()
+        .enumerate()
+    {
+        assert!(
+            times[i] >= ideal && times[i] <= ideal + Duration::from_millis(2),
+            "grant {i} at {:?}, expected {ideal:?}",
+            times[i]
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_without_a_usable_hint_holds_for_the_default() {
+    let log = Log::default();
+    let first = Arc::new(Mutex::new(true));
+    let respond = move |_: &str| {
+        if std::mem::take(&mut *first.lock().unwrap()) {
+            Response::builder()
+                .status(StatusCode::TOO_MANY_REQUESTS)
+                .header("retry-after", "soon")
+                .body(String::new())
+                .unwrap()
+        } else {
+            Response::new(String::new())
+        }
+    };
+    let mut svc = RateLimit::new(recorder(log.clone(), respond), chat_limits("100/s"));
+    let start = Instant::now();
+    for i in 0..2 {
+        svc.ready()
+            .await
+            .unwrap()
+            .call(post("/chat", i.to_string()))
+            .await
+            .unwrap();
+    }
+    let second = log.lock().unwrap()[1].0 - start;
+    assert!(second >= tower_quota::DEFAULT_HOLD, "{second:?}");
+    assert!(
+        second < tower_quota::DEFAULT_HOLD + Duration::from_millis(2),
+        "{second:?}"
+    );
+}
