@@ -496,7 +496,9 @@ pub struct FaultConfig {
 
 /// The whole simulator configuration. Every field has a default, so an
 /// empty TOML file is a valid configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` shows how many API keys there are, never the keys.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimConfig {
     /// Speed-up of simulated time: 20.0 makes a 1 s window last 50 ms, and
@@ -532,6 +534,32 @@ pub struct SimConfig {
     pub batches: BatchConfig,
     /// Faults.
     pub faults: FaultConfig,
+}
+
+impl std::fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("time_scale", &self.time_scale)
+            .field("mode", &self.mode)
+            .field("enforce_per_second", &self.enforce_per_second)
+            .field(
+                "api_keys",
+                &format_args!("[{} redacted]", self.api_keys.len()),
+            )
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("default_max_tokens", &self.default_max_tokens)
+            .field("embedding_dims", &self.embedding_dims)
+            .field("accept_unknown_models", &self.accept_unknown_models)
+            .field("arrival_log_capacity", &self.arrival_log_capacity)
+            .field("headers", &self.headers)
+            .field("routes", &self.routes)
+            .field("model_limits", &self.model_limits)
+            .field("models", &self.models)
+            .field("fine_tunes", &self.fine_tunes)
+            .field("batches", &self.batches)
+            .field("faults", &self.faults)
+            .finish()
+    }
 }
 
 impl Default for SimConfig {
@@ -876,6 +904,17 @@ impl std::error::Error for ConfigError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_api_keys() {
+        let config = SimConfig {
+            api_keys: vec!["sk-very-secret".into()],
+            ..SimConfig::default()
+        };
+        let text = format!("{config:?}");
+        assert!(!text.contains("sk-very-secret"), "{text}");
+        assert!(text.contains("[1 redacted]"), "{text}");
+    }
 
     #[test]
     fn parses_rates() {
