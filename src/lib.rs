@@ -8,3 +8,7 @@ pub use tower_quota as quota;
 /// Retry-After aware retries: [`tower_retry_after`].
 #[cfg(feature = "retry")]
 pub use tower_retry_after as retry;
+
+/// Caps on jobs running on the server: [`tower_jobs`].
+#[cfg(feature = "jobs")]
+pub use tower_jobs as jobs;
