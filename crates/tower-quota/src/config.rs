@@ -163,6 +163,7 @@ pub struct Limits {
     pub(crate) catch_up: Duration,
     pub(crate) default_hold: Duration,
     pub(crate) feedback: bool,
+    pub(crate) hold_on_remaining_zero: bool,
     pub(crate) safety_margin: f64,
 }
 
@@ -287,6 +288,7 @@ pub struct LimitsBuilder {
     catch_up: Duration,
     default_hold: Duration,
     feedback: bool,
+    hold_on_remaining_zero: bool,
 }
 
 impl Default for LimitsBuilder {
@@ -299,6 +301,7 @@ impl Default for LimitsBuilder {
             catch_up: DEFAULT_CATCH_UP,
             default_hold: DEFAULT_HOLD,
             feedback: true,
+            hold_on_remaining_zero: true,
         }
     }
 }
@@ -352,6 +355,18 @@ impl LimitsBuilder {
     /// Whether responses (429s, wait hints, `x-ratelimit-remaining: 0`) hold routes (default on).
     pub fn server_feedback(mut self, on: bool) -> Self {
         self.feedback = on;
+        self
+    }
+
+    /// Whether a success carrying `x-ratelimit-remaining: 0` and a reset hint
+    /// holds the route until the reset (default on).
+    ///
+    /// Right when the server's reset says when the next request can pass.
+    /// Turn it off for a server whose reset on successes means "until the
+    /// window is fully replenished": a client paced at the limit would
+    /// otherwise sit out most of every window. 429s and `retry-after` still hold.
+    pub fn hold_on_remaining_zero(mut self, on: bool) -> Self {
+        self.hold_on_remaining_zero = on;
         self
     }
 
@@ -458,6 +473,7 @@ impl LimitsBuilder {
             catch_up: self.catch_up,
             default_hold: self.default_hold,
             feedback: self.feedback,
+            hold_on_remaining_zero: self.hold_on_remaining_zero,
             safety_margin: margin,
         })
     }
@@ -549,6 +565,8 @@ pub struct LimitsFile {
     pub default_hold: Option<String>,
     /// Whether server feedback holds routes (default true).
     pub server_feedback: Option<bool>,
+    /// Whether `x-ratelimit-remaining: 0` on a success holds until its reset (default true).
+    pub hold_on_remaining_zero: Option<bool>,
     /// `"pass"` or a list of quota names for requests matching no route.
     pub unmatched: Option<UnmatchedFile>,
     /// The quotas by name.
@@ -643,6 +661,9 @@ impl LimitsFile {
         }
         if let Some(on) = self.server_feedback {
             b = b.server_feedback(on);
+        }
+        if let Some(on) = self.hold_on_remaining_zero {
+            b = b.hold_on_remaining_zero(on);
         }
         match self.unmatched {
             None => {}

@@ -399,7 +399,7 @@ impl Engine {
             )
         } else if let Some(h) = explicit {
             (h.delay, "retry-after")
-        } else if remaining_zero {
+        } else if remaining_zero && self.limits.hold_on_remaining_zero {
             match hint {
                 Some(h) => (h.delay, "x-ratelimit-remaining: 0"),
                 None => return,

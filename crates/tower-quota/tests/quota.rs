@@ -299,6 +299,7 @@ async fn a_429_with_reset_holds_every_queued_caller() {
 async fn remaining_zero_with_reset_holds_but_plain_success_does_not() {
     let log = Log::default();
     let calls = Arc::new(Mutex::new(0));
+    let calls_again = calls.clone();
     let respond = move |_: &str| {
         let mut n = calls.lock().unwrap();
         *n += 1;
