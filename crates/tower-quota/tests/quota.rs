@@ -311,7 +311,7 @@ async fn remaining_zero_with_reset_holds_but_plain_success_does_not() {
         };
         builder.body(String::new()).unwrap()
     };
-    let mut svc = RateLimit::new(recorder(log.clone(), respond), chat_limits("100/s"));
+    let mut svc = RateLimit::new(recorder(log.clone(), respond.clone()), chat_limits("100/s"));
     let start = Instant::now();
     for i in 0..3 {
         svc.ready()
@@ -334,6 +334,26 @@ async fn remaining_zero_with_reset_holds_but_plain_success_does_not() {
     assert!(
         times[2] >= times[1] + Duration::from_secs(1),
         "remaining 0 holds until the reset"
+    );
+
+    // Turned off, the same responses never hold.
+    *calls_again.lock().unwrap() = 0;
+    let limits = Limits::builder()
+        .quota("chat", Quota::new("100/s".parse().unwrap()))
+        .route(Route::new(Method::POST, "/chat").quota("chat"))
+        .hold_on_remaining_zero(false)
+        .build()
+        .unwrap();
+    let mut svc = RateLimit::new(recorder(Log::default(), respond), limits);
+    let start = Instant::now();
+    for i in 0..3 {
+        let req = post("/chat", i.to_string());
+        svc.ready().await.unwrap().call(req).await.unwrap();
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(30),
+        "{:?}",
+        start.elapsed()
     );
 }
 
