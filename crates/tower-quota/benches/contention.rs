@@ -107,6 +107,23 @@ fn noop() -> impl Service<
     service_fn(|_: Request<String>| std::future::ready(Ok(Response::new(String::new()))))
 }
 
+/// A task body that sends one request through a clone of `svc`.
+fn one_call<S>(svc: S) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+where
+    S: Service<Request<String>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Debug,
+{
+    move || {
+        let svc = svc.clone();
+        Box::pin(async move {
+            svc.oneshot(Request::post("/x").body(String::new()).unwrap())
+                .await
+                .unwrap();
+        })
+    }
+}
+
 async fn run(tasks: u64, per_sec: u32) {
     println!("\n{tasks} tasks through {per_sec}/s (burst 1):");
     let rate = Rate::per_second(NonZeroU32::new(per_sec).unwrap());
@@ -121,14 +138,7 @@ async fn run(tasks: u64, per_sec: u32) {
         "tower-quota RateLimit (margin 0)",
         tasks,
         per_sec.into(),
-        || {
-            let svc = svc.clone();
-            async move {
-                svc.oneshot(Request::post("/x").body(String::new()).unwrap())
-                    .await
-                    .unwrap();
-            }
-        },
+        one_call(svc),
     )
     .await
     .print();
@@ -144,14 +154,7 @@ async fn run(tasks: u64, per_sec: u32) {
         "tower::limit::RateLimit behind Buffer",
         tasks,
         per_sec.into(),
-        || {
-            let svc = tower_limit.clone();
-            async move {
-                svc.oneshot(Request::post("/x").body(String::new()).unwrap())
-                    .await
-                    .unwrap();
-            }
-        },
+        one_call(tower_limit),
     )
     .await
     .print();
