@@ -41,6 +41,25 @@ fn ok(_: &str) -> Response<String> {
     Response::new(String::new())
 }
 
+/// Answers the first request 429 with one header, every later one 200.
+fn first_429_then_ok(
+    header: &'static str,
+    value: &'static str,
+) -> impl Fn(&str) -> Response<String> + Clone + Send + 'static {
+    let first = Arc::new(Mutex::new(true));
+    move |_: &str| {
+        if std::mem::take(&mut *first.lock().unwrap()) {
+            Response::builder()
+                .status(StatusCode::TOO_MANY_REQUESTS)
+                .header(header, value)
+                .body(String::new())
+                .unwrap()
+        } else {
+            Response::new(String::new())
+        }
+    }
+}
+
 fn post(path: &str, body: impl Into<String>) -> Request<String> {
     Request::post(path).body(body.into()).unwrap()
 }
@@ -254,19 +273,7 @@ async fn a_cost_that_can_never_fit_fails_at_once() {
 #[tokio::test(start_paused = true)]
 async fn a_429_with_reset_holds_every_queued_caller() {
     let log = Log::default();
-    let first = Arc::new(Mutex::new(true));
-    let respond = move |_: &str| {
-        let mut first = first.lock().unwrap();
-        if std::mem::take(&mut *first) {
-            Response::builder()
-                .status(StatusCode::TOO_MANY_REQUESTS)
-                .header("x-ratelimit-reset", "2")
-                .body(String::new())
-                .unwrap()
-        } else {
-            Response::new(String::new())
-        }
-    };
+    let respond = first_429_then_ok("x-ratelimit-reset", "2");
     let mut svc = RateLimit::new(recorder(log.clone(), respond), chat_limits("100/s"));
     let start = Instant::now();
     let results = burst(&mut svc, "/chat", (0..5).map(|i| i.to_string()).collect()).await;
@@ -723,18 +730,7 @@ async fn several_quotas_grant_all_or_nothing() {
 #[tokio::test(start_paused = true)]
 async fn a_429_without_a_usable_hint_holds_for_the_default() {
     let log = Log::default();
-    let first = Arc::new(Mutex::new(true));
-    let respond = move |_: &str| {
-        if std::mem::take(&mut *first.lock().unwrap()) {
-            Response::builder()
-                .status(StatusCode::TOO_MANY_REQUESTS)
-                .header("retry-after", "soon")
-                .body(String::new())
-                .unwrap()
-        } else {
-            Response::new(String::new())
-        }
-    };
+    let respond = first_429_then_ok("retry-after", "soon");
     let mut svc = RateLimit::new(recorder(log.clone(), respond), chat_limits("100/s"));
     let start = Instant::now();
     for i in 0..2 {
