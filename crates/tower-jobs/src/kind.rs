@@ -6,7 +6,7 @@ use http::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::error::InvalidConfig;
-use crate::route::PathPattern;
+use path_pattern::PathPattern;
 
 /// The statuses terminal by default: `completed`, `cancelled`, `failed`,
 /// `error`, `user_error`, `expired`.
@@ -160,12 +160,13 @@ impl JobKind {
         if self.terminal.is_empty() {
             return Err(bad("terminal statuses", "at least one is needed".into()));
         }
-        let create = PathPattern::parse(&self.create.1).map_err(|e| bad("create route", e))?;
+        let create =
+            PathPattern::parse(&self.create.1).map_err(|e| bad("create route", e.to_string()))?;
         let get = self
             .get
             .as_deref()
             .map(|p| {
-                let pat = PathPattern::parse(p).map_err(|e| bad("get route", e))?;
+                let pat = PathPattern::parse(p).map_err(|e| bad("get route", e.to_string()))?;
                 if pat.has_param() {
                     Ok(pat)
                 } else {
@@ -178,7 +179,7 @@ impl JobKind {
             .as_ref()
             .map(|(p, array)| {
                 pointer("list array pointer", array)?;
-                let pat = PathPattern::parse(p).map_err(|e| bad("list route", e))?;
+                let pat = PathPattern::parse(p).map_err(|e| bad("list route", e.to_string()))?;
                 if pat.has_param() {
                     return Err(bad("list route", format!("{p:?} cannot have parameters")));
                 }
@@ -189,7 +190,7 @@ impl JobKind {
             .cancel
             .as_ref()
             .map(|(m, p)| {
-                let pat = PathPattern::parse(p).map_err(|e| bad("cancel route", e))?;
+                let pat = PathPattern::parse(p).map_err(|e| bad("cancel route", e.to_string()))?;
                 if pat.has_param() {
                     Ok((m.clone(), pat))
                 } else {

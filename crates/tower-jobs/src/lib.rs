@@ -119,7 +119,6 @@ mod flow;
 pub mod future;
 mod kind;
 mod layer;
-mod route;
 mod service;
 mod state;
 

@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use crate::cost::{Cost, KeyBy, TokenEstimate};
 use crate::rate::{Rate, parse_duration};
-use crate::route::{PathPattern, RouteMatcher};
+use crate::route::RouteMatcher;
+use path_pattern::PathPattern;
 
 /// The default safety margin: quotas run 1% under their configured rate.
 pub const DEFAULT_SAFETY_MARGIN: f64 = 0.01;
@@ -454,8 +455,9 @@ impl LimitsBuilder {
         for route in self.routes {
             let method = route.method.as_ref().map_or("*", Method::as_str);
             let name = format!("{method} {}", route.path);
-            let path = PathPattern::parse(&route.path)
-                .map_err(|reason| InvalidConfig::new(format!("routes[{name}]"), reason))?;
+            let path = PathPattern::parse(&route.path).map_err(|reason| {
+                InvalidConfig::new(format!("routes[{name}]"), reason.to_string())
+            })?;
             let matcher = RouteMatcher {
                 method: route.method.clone(),
                 path,

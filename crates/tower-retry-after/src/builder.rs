@@ -165,7 +165,8 @@ impl<C> Builder<C> {
     /// `pattern` (segment by segment; `{id}` or `*` matches any one
     /// segment). Rules added here are tried in order, before the default
     /// routes; the first match wins. [`build`](Self::build) fails when the
-    /// pattern does not start with `/`.
+    /// pattern does not start with `/` or a segment mixes text and a
+    /// `{param}`.
     pub fn route_class(mut self, method: Method, pattern: &str, class: RequestClass) -> Self {
         self.routes.push((method, pattern.to_owned(), class));
         self
@@ -250,11 +251,8 @@ impl<C> Builder<C> {
         }
         let mut rules = Vec::with_capacity(self.routes.len());
         for (method, pattern, class) in self.routes {
-            let rule = RouteRule::new(method, &pattern, class).ok_or_else(|| {
-                InvalidConfig::new(format!(
-                    "route pattern {pattern:?} must be a path starting with '/'"
-                ))
-            })?;
+            let rule = RouteRule::new(method, &pattern, class)
+                .map_err(|e| InvalidConfig::new(format!("route_class: {e}")))?;
             rules.push(rule);
         }
         if self.default_routes {
@@ -326,7 +324,7 @@ mod tests {
             .route_class(Method::POST, "v1/x", RequestClass::Once)
             .build()
             .unwrap_err();
-        assert!(err.to_string().contains("starting with '/'"), "{err}");
+        assert!(err.to_string().contains("must start with '/'"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use http::{Method, Request};
+use path_pattern::{PathPattern, PatternError};
 
 /// How safe a request is to send again.
 ///
@@ -38,50 +39,25 @@ pub enum RequestClass {
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct RouteRule {
     pub(crate) method: Method,
-    pub(crate) pattern: String,
-    segments: Vec<Segment>,
+    pattern: PathPattern,
     pub(crate) class: RequestClass,
 }
 
-#[derive(Clone, PartialEq, Eq)]
-enum Segment {
-    Literal(String),
-    Any,
-}
-
 impl RouteRule {
-    /// `None` when the pattern does not start with `/`.
-    pub(crate) fn new(method: Method, pattern: &str, class: RequestClass) -> Option<Self> {
-        if !pattern.starts_with('/') {
-            return None;
-        }
-        let segments = split(pattern)
-            .map(|s| {
-                if s == "*" || (s.starts_with('{') && s.ends_with('}')) {
-                    Segment::Any
-                } else {
-                    Segment::Literal(s.to_owned())
-                }
-            })
-            .collect();
-        Some(RouteRule {
+    pub(crate) fn new(
+        method: Method,
+        pattern: &str,
+        class: RequestClass,
+    ) -> Result<Self, PatternError> {
+        Ok(RouteRule {
             method,
-            pattern: pattern.to_owned(),
-            segments,
+            pattern: PathPattern::parse(pattern)?,
             class,
         })
     }
 
     pub(crate) fn matches(&self, method: &Method, path: &str) -> bool {
-        if *method != self.method {
-            return false;
-        }
-        let mut path = split(path);
-        self.segments.iter().all(|want| match (want, path.next()) {
-            (Segment::Any, Some(_)) => true,
-            (Segment::Literal(lit), Some(got)) => lit == got,
-            (_, None) => false,
-        })
+        *method == self.method && self.pattern.matches_prefix(path)
     }
 }
 
@@ -89,10 +65,6 @@ impl fmt::Debug for RouteRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {} => {:?}", self.method, self.pattern, self.class)
     }
-}
-
-fn split(path: &str) -> impl Iterator<Item = &str> {
-    path.split('/').filter(|s| !s.is_empty())
 }
 
 /// The inference routes of OpenAI-compatible APIs: POSTs here are
@@ -126,7 +98,7 @@ pub(crate) fn default_rules() -> Vec<RouteRule> {
         .map(|p| (p, RequestClass::CreatesResource));
     inference
         .chain(creating)
-        .filter_map(|(p, class)| RouteRule::new(Method::POST, p, class))
+        .filter_map(|(p, class)| RouteRule::new(Method::POST, p, class).ok())
         .collect()
 }
 
@@ -250,7 +222,7 @@ mod tests {
 
     #[test]
     fn patterns_must_be_absolute() {
-        assert!(RouteRule::new(Method::POST, "v1/files", RequestClass::Once).is_none());
+        assert!(RouteRule::new(Method::POST, "v1/files", RequestClass::Once).is_err());
     }
 
     #[test]
