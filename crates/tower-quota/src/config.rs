@@ -507,7 +507,7 @@ pub struct InvalidConfig {
 }
 
 impl InvalidConfig {
-    fn new(entry: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(entry: impl Into<String>, reason: impl Into<String>) -> Self {
         InvalidConfig {
             entry: entry.into(),
             reason: reason.into(),

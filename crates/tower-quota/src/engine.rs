@@ -35,7 +35,8 @@ use tower_retry_after::hint::{HintSource, parse_wait_hint};
 
 use crate::BoxError;
 use crate::config::{CellParams, CompiledRoute, Limits};
-use crate::error::{CostTooHigh, WaitTimeout};
+use crate::error::{CostTooHigh, StoreUnavailable, WaitTimeout};
+use crate::shared::{OnStoreFailure, SharedCell, SharedDecision, SharedOptions, SharedStore};
 
 /// How often idle keyed cells are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -96,10 +97,12 @@ struct Cell {
 }
 
 impl Cell {
-    fn new(params: &CellParams) -> Self {
+    /// A cell at `share` of its quota (1.0 but when it is a fallback for a shared store).
+    fn new(params: &CellParams, share: f64) -> Self {
         let tat = Arc::new(AtomicU64::new(NO_STATE));
         let clock = Arc::new(AtomicU64::new(0));
-        let quota = governor::Quota::with_period(params.interval)
+        let interval = params.interval.div_f64(share).max(Duration::from_nanos(1));
+        let quota = governor::Quota::with_period(interval)
             .expect("interval is never zero")
             .allow_burst(params.burst);
         // The clock reads 0 here, so the limiter's start is the engine's base instant.
@@ -146,12 +149,27 @@ struct State {
     waiters: HashMap<u64, Waiter>,
     next_id: u64,
     last_sweep: Instant,
+    breaker: Breaker,
+}
+
+/// The circuit breaker in front of a shared store.
+#[derive(Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+/// A shared store and how to use it.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn SharedStore>,
+    pub(crate) options: SharedOptions,
 }
 
 pub(crate) struct Engine {
     pub(crate) limits: Limits,
     base: Instant,
     state: Mutex<State>,
+    shared: Option<Shared>,
 }
 
 /// What `call` decided for a request.
@@ -170,10 +188,12 @@ pub(crate) enum Attempt {
     WaitUntil(Instant),
     /// Not yet at the front of all its queues; the waker is stored.
     Queued,
+    /// A head that must ask the shared store about these cells.
+    Ask(Vec<SharedCell>),
 }
 
 impl Engine {
-    pub(crate) fn new(limits: Limits) -> Self {
+    pub(crate) fn new(limits: Limits, shared: Option<Shared>) -> Self {
         let now = Instant::now();
         Engine {
             limits,
@@ -183,8 +203,22 @@ impl Engine {
                 waiters: HashMap::new(),
                 next_id: 0,
                 last_sweep: now,
+                breaker: Breaker::default(),
             }),
+            shared,
         }
+    }
+
+    /// The share of each quota local cells enforce.
+    fn local_share(&self) -> f64 {
+        match self.shared.as_ref().map(|s| s.options.on_failure) {
+            Some(OnStoreFailure::LocalShare(share)) => share,
+            _ => 1.0,
+        }
+    }
+
+    pub(crate) fn shared(&self) -> Option<&Shared> {
+        self.shared.as_ref()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -227,6 +261,7 @@ impl Engine {
         }
         let now = Instant::now();
         let now_off = self.offset(now);
+        let share = self.local_share();
         let mut state = self.lock();
         if now.saturating_duration_since(state.last_sweep) >= SWEEP_EVERY {
             state.sweep(now_off, now);
@@ -243,7 +278,7 @@ impl Engine {
             let cell = state
                 .cells
                 .entry(key.clone())
-                .or_insert_with(|| Cell::new(params));
+                .or_insert_with(|| Cell::new(params, share));
             let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
             if cost > cell.params.burst {
                 return Err(CostTooHigh::new(
@@ -295,7 +330,12 @@ impl Engine {
     pub(crate) fn attempt(&self, id: u64, waker: &Waker) -> Result<Attempt, BoxError> {
         let now = Instant::now();
         let mut guard = self.lock();
-        let State { cells, waiters, .. } = &mut *guard;
+        let State {
+            cells,
+            waiters,
+            breaker,
+            ..
+        } = &mut *guard;
         let waiter = waiters.get_mut(&id).expect("a live ticket has a waiter");
         let is_head = waiter
             .cells
@@ -318,6 +358,35 @@ impl Engine {
             if let Some(until) = hold {
                 waiter.due = Some(until);
                 return self.wait_or_fail(&mut guard, id, until, now);
+            }
+            if let Some(shared) = &self.shared {
+                if breaker.open_until.is_none_or(|t| now >= t) {
+                    let ask = waiter
+                        .cells
+                        .iter()
+                        .map(|(key, cost)| {
+                            let cell = &cells[key];
+                            SharedCell {
+                                name: self.cell_name(key),
+                                interval: cell.params.interval,
+                                burst: cell.params.burst.get(),
+                                cost: cost.get(),
+                            }
+                        })
+                        .collect();
+                    return Ok(Attempt::Ask(ask));
+                }
+                match shared.options.on_failure {
+                    OnStoreFailure::LocalShare(_) => {}
+                    OnStoreFailure::FailOpen => {
+                        return Ok(Attempt::Granted(guard.grant(id, now)));
+                    }
+                    OnStoreFailure::FailClosed => {
+                        let retry_at = breaker.open_until.unwrap_or(now);
+                        guard.remove(id);
+                        return Err(StoreUnavailable::new(retry_at).into());
+                    }
+                }
             }
             let decision = waiter
                 .due
@@ -353,6 +422,64 @@ impl Engine {
         }
         // Unreachable in practice: each round moves the decision to a later cell's due time.
         Ok(Attempt::WaitUntil(now + Duration::from_millis(1)))
+    }
+
+    /// Takes the shared store's answer for head `id`: a grant, a wait, or a
+    /// failure (which opens the breaker and decides again, locally).
+    pub(crate) fn shared_decided(
+        &self,
+        id: u64,
+        answer: Result<SharedDecision, BoxError>,
+        waker: &Waker,
+    ) -> Result<Attempt, BoxError> {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        match answer {
+            Ok(decision) => {
+                if guard.breaker.failures > 0 {
+                    tracing::info!("rate limit: shared store answers again; deciding there");
+                    guard.breaker = Breaker::default();
+                }
+                match decision {
+                    SharedDecision::Granted => Ok(Attempt::Granted(guard.grant(id, now))),
+                    SharedDecision::Wait(wait) => {
+                        let until = now + wait;
+                        if let Some(waiter) = guard.waiters.get_mut(&id) {
+                            waiter.due = Some(until);
+                        }
+                        self.wait_or_fail(&mut guard, id, until, now)
+                    }
+                }
+            }
+            Err(error) => {
+                let options = &self.shared.as_ref().expect("asked a shared store").options;
+                let breaker = &mut guard.breaker;
+                breaker.failures = breaker.failures.saturating_add(1);
+                let backoff = options
+                    .retry_after
+                    .saturating_mul(1 << (breaker.failures - 1).min(16))
+                    .min(options.max_retry_after);
+                breaker.open_until = Some(now + backoff);
+                tracing::warn!(
+                    %error,
+                    failures = breaker.failures,
+                    ?backoff,
+                    fallback = ?options.on_failure,
+                    "rate limit: shared store failed; falling back until it is tried again"
+                );
+                drop(guard);
+                self.attempt(id, waker)
+            }
+        }
+    }
+
+    /// The cell's name in a shared store: the quota's name and the key.
+    fn cell_name(&self, key: &CellKey) -> String {
+        let quota = &self.limits.quotas[key.quota].name;
+        match &key.key {
+            Some(k) => format!("{quota}\u{1f}{k}"),
+            None => quota.clone(),
+        }
     }
 
     fn wait_or_fail(

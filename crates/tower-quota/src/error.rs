@@ -118,3 +118,34 @@ impl fmt::Display for CostTooHigh {
 }
 
 impl std::error::Error for CostTooHigh {}
+
+/// The shared store is failing and the layer is configured to fail closed
+/// ([`OnStoreFailure::FailClosed`](crate::OnStoreFailure::FailClosed)).
+#[derive(Debug, Clone)]
+pub struct StoreUnavailable {
+    retry_at: Instant,
+}
+
+impl StoreUnavailable {
+    pub(crate) fn new(retry_at: Instant) -> Self {
+        StoreUnavailable { retry_at }
+    }
+
+    /// When the layer will ask the store again.
+    pub fn retry_at(&self) -> Instant {
+        self.retry_at
+    }
+}
+
+impl fmt::Display for StoreUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let wait = self.retry_at.saturating_duration_since(Instant::now());
+        write!(
+            f,
+            "rate limit: the shared quota store is unavailable and the layer fails closed; \
+             it is tried again in {wait:.3?} (check the store, or choose a local share fallback)"
+        )
+    }
+}
+
+impl std::error::Error for StoreUnavailable {}

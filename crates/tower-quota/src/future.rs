@@ -8,11 +8,12 @@ use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use tokio::time::{Sleep, sleep_until};
+use tokio::time::{Sleep, Timeout, sleep_until, timeout};
 use tower_service::Service;
 
 use crate::BoxError;
 use crate::engine::{Attempt, CellKey, Engine};
+use crate::shared::DecisionFuture;
 
 pin_project! {
     /// Waits for the request's quotas, readies the inner service, calls it,
@@ -32,6 +33,7 @@ pin_project! {
         Waiting {
             ticket: Ticket,
             sleep: Option<Pin<Box<Sleep>>>,
+            asking: Option<Pin<Box<Timeout<DecisionFuture>>>>,
             svc: Option<S>,
             req: Option<Request<B>>,
         },
@@ -95,6 +97,7 @@ where
                     live: true,
                 },
                 sleep: None,
+                asking: None,
                 svc: Some(svc),
                 req: Some(req),
             },
@@ -122,14 +125,30 @@ where
                 StateProj::Waiting {
                     ticket,
                     sleep,
+                    asking,
                     svc,
                     req,
-                } => match ticket.engine.attempt(ticket.id, cx.waker()) {
+                } => match match asking {
+                    // A store decision in flight: its answer comes first.
+                    Some(ask) => {
+                        let answer = ready!(ask.as_mut().poll(cx)).unwrap_or_else(|_| {
+                            Err("the shared store did not answer within its timeout".into())
+                        });
+                        *asking = None;
+                        ticket.engine.shared_decided(ticket.id, answer, cx.waker())
+                    }
+                    None => ticket.engine.attempt(ticket.id, cx.waker()),
+                } {
                     Err(error) => {
                         ticket.live = false;
                         return Poll::Ready(Err(error));
                     }
                     Ok(Attempt::Queued) => return Poll::Pending,
+                    Ok(Attempt::Ask(cells)) => {
+                        let shared = ticket.engine.shared().expect("only shared engines ask");
+                        let decision = shared.store.decide(cells, ticket.engine.limits.catch_up);
+                        *asking = Some(Box::pin(timeout(shared.options.timeout, decision)));
+                    }
                     Ok(Attempt::WaitUntil(until)) => {
                         match sleep {
                             Some(timer) => {

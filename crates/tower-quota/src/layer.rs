@@ -4,9 +4,10 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use crate::Snapshot;
-use crate::config::Limits;
-use crate::engine::Engine;
+use crate::config::{InvalidConfig, Limits};
+use crate::engine::{Engine, Shared};
 use crate::service::RateLimit;
+use crate::shared::{OnStoreFailure, SharedOptions, SharedStore};
 
 /// Applies [`Limits`] to a service; see the [crate docs](crate) for an example.
 ///
@@ -22,8 +23,29 @@ impl RateLimitLayer {
     /// A layer enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
         RateLimitLayer {
-            engine: Arc::new(Engine::new(limits)),
+            engine: Arc::new(Engine::new(limits, None)),
         }
+    }
+
+    /// A layer whose quotas are shared with other processes through `store`
+    /// (see [`shared`](crate::shared)): the same limits, decided by the store,
+    /// queued and held locally.
+    pub fn shared(
+        limits: Limits,
+        store: Arc<dyn SharedStore>,
+        options: SharedOptions,
+    ) -> Result<Self, InvalidConfig> {
+        if let OnStoreFailure::LocalShare(share) = options.on_failure
+            && !(share > 0.0 && share <= 1.0)
+        {
+            return Err(InvalidConfig::new(
+                "shared.on_failure",
+                format!("a local share of {share} is outside (0, 1]"),
+            ));
+        }
+        Ok(RateLimitLayer {
+            engine: Arc::new(Engine::new(limits, Some(Shared { store, options }))),
+        })
     }
 
     /// The state of the quotas now, for metrics.
@@ -41,6 +63,7 @@ impl fmt::Debug for RateLimitLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("limits", &self.engine.limits)
+            .field("shared", &self.engine.shared().map(|s| &s.store))
             .finish()
     }
 }

@@ -71,6 +71,7 @@ mod layer;
 mod rate;
 mod route;
 mod service;
+pub mod shared;
 mod snapshot;
 
 pub use body::PeekBody;
@@ -83,6 +84,7 @@ pub use cost::{Cost, CostFn, KeyBy, TokenEstimate};
 pub use layer::RateLimitLayer;
 pub use rate::{Rate, RateParseError, parse_duration};
 pub use service::RateLimit;
+pub use shared::{OnStoreFailure, SharedCell, SharedDecision, SharedOptions, SharedStore};
 pub use snapshot::{CellSnapshot, Snapshot};
 
 /// The error type of [`RateLimit`]: errors of this crate (see [`error`]) or of the inner service.

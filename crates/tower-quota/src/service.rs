@@ -39,7 +39,7 @@ impl<S> RateLimit<S> {
     /// Wraps `inner` with its own quotas. Use [`RateLimitLayer`](crate::RateLimitLayer)
     /// to share quotas between several services.
     pub fn new(inner: S, limits: Limits) -> Self {
-        Self::from_engine(inner, Arc::new(Engine::new(limits)))
+        Self::from_engine(inner, Arc::new(Engine::new(limits, None)))
     }
 
     pub(crate) fn from_engine(inner: S, engine: Arc<Engine>) -> Self {
