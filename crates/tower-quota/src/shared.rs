@@ -31,6 +31,18 @@ pub struct SharedCell {
     pub cost: u32,
 }
 
+impl SharedCell {
+    /// A cell named `name` (interval after the margin, burst, this request's cost).
+    pub fn new(name: String, interval: Duration, burst: u32, cost: u32) -> Self {
+        SharedCell {
+            name,
+            interval,
+            burst,
+            cost,
+        }
+    }
+}
+
 /// A shared store's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SharedDecision {

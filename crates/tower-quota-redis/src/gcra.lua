@@ -1,0 +1,42 @@
+-- GCRA over several cells at once, all or nothing, in integer microseconds.
+--
+-- KEYS[i]  one cell's key (its parameters are part of the key)
+-- ARGV[1]  "" to use the server's TIME, or a time in µs (tests only)
+-- ARGV[2]  catch-up credit in µs: a head late by up to this much keeps the schedule
+-- ARGV[3 + 3(i-1)], ARGV[4 + 3(i-1)], ARGV[5 + 3(i-1)]
+--          cell i's interval, tolerance (burst - 1) x interval, and cost
+--
+-- Returns {1, 0} when every cell was charged, or {0, wait_us} when none
+-- was and the earliest grant is wait_us from now.
+local now
+if ARGV[1] ~= '' then
+  now = tonumber(ARGV[1])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local credit = tonumber(ARGV[2])
+local wait = 0
+local next_tat = {}
+for i = 1, #KEYS do
+  local at = 3 + (i - 1) * 3
+  local interval = tonumber(ARGV[at])
+  local tau = tonumber(ARGV[at + 1])
+  local cost = tonumber(ARGV[at + 2])
+  local tat = tonumber(redis.call('GET', KEYS[i])) or now
+  local allow_at = tat + (cost - 1) * interval - tau
+  if allow_at > now then
+    wait = math.max(wait, allow_at - now)
+  else
+    next_tat[i] = math.max(tat, now - credit) + cost * interval
+  end
+end
+if wait > 0 then
+  return {0, string.format('%d', math.ceil(wait))}
+end
+for i = 1, #KEYS do
+  -- Once now passes the TAT the cell is as good as new: let it expire then.
+  local ttl_ms = math.ceil(math.max(next_tat[i] - now, 0) / 1000) + 10
+  redis.call('SET', KEYS[i], string.format('%d', next_tat[i]), 'PX', string.format('%d', ttl_ms))
+end
+return {1, '0'}
