@@ -1,0 +1,341 @@
+//! [`Error`]: one error type for the typed helpers.
+
+use std::fmt;
+
+use http::StatusCode;
+use serde_json::Value;
+
+use crate::BoxError;
+
+/// What went wrong, broadly; see [`Error::kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The API answered with an error status.
+    Api,
+    /// The API answered 404 for the request's model.
+    ModelNotFound,
+    /// The rate limiter refused to wait (a route's `max_wait`) or the
+    /// request can never fit its quota.
+    RateLimit,
+    /// No response: connection refused or reset, timeout, TLS.
+    Transport,
+    /// The response body was not what the API documents.
+    Decode,
+    /// The client is misconfigured (key, base URL, preset).
+    Config,
+}
+
+/// An error of [`TogetherClient`](crate::TogetherClient): the HTTP status,
+/// the API's error type and message, the request id, the retries made, and
+/// what to do about it (in `Display`).
+///
+/// Never contains the API key: messages from the server are scrubbed of it.
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    status: Option<StatusCode>,
+    api_type: Option<String>,
+    code: Option<String>,
+    param: Option<String>,
+    message: String,
+    request_id: Option<String>,
+    retries: u32,
+    model: Option<String>,
+    suggestions: Vec<String>,
+    source: Option<BoxError>,
+}
+
+impl Error {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                status: None,
+                api_type: None,
+                code: None,
+                param: None,
+                message: message.into(),
+                request_id: None,
+                retries: 0,
+                model: None,
+                suggestions: Vec::new(),
+                source: None,
+            }),
+        }
+    }
+
+    pub(crate) fn config(source: impl Into<BoxError>) -> Self {
+        let source = source.into();
+        let mut e = Error::new(ErrorKind::Config, source.to_string());
+        e.inner.source = Some(source);
+        e
+    }
+
+    pub(crate) fn decode(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Decode, message)
+    }
+
+    /// An error from the service stack (no response).
+    pub(crate) fn from_service(
+        source: BoxError,
+        retries: u32,
+        scrub: &dyn Fn(String) -> String,
+    ) -> Self {
+        let kind = if source.is::<tower_quota::error::WaitTimeout>()
+            || source.is::<tower_quota::error::CostTooHigh>()
+        {
+            ErrorKind::RateLimit
+        } else if source.is::<crate::service::InvalidPath>() {
+            ErrorKind::Config
+        } else {
+            ErrorKind::Transport
+        };
+        let mut e = Error::new(kind, scrub(source_chain(&*source)));
+        e.inner.retries = retries;
+        e.inner.source = Some(source);
+        e
+    }
+
+    /// An error status with its body, in Together's (and OpenAI's) shape
+    /// `{"error": {"message", "type", "param", "code"}}` or anything else.
+    pub(crate) fn from_status(
+        status: StatusCode,
+        body: &[u8],
+        request_id: Option<String>,
+        retries: u32,
+        scrub: &dyn Fn(String) -> String,
+    ) -> Self {
+        let json: Option<Value> = serde_json::from_slice(body).ok();
+        let err = json.as_ref().map(|v| v.get("error").unwrap_or(v));
+        let text = |k: &str| {
+            err.and_then(|e| e.get(k)).and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+        };
+        let message = text("message").unwrap_or_else(|| {
+            let raw = String::from_utf8_lossy(body);
+            raw.chars().take(300).collect()
+        });
+        let mut e = Error::new(ErrorKind::Api, scrub(message));
+        e.inner.status = Some(status);
+        e.inner.api_type = text("type");
+        e.inner.code = text("code");
+        e.inner.param = text("param");
+        e.inner.request_id = request_id.or_else(|| {
+            json.as_ref()
+                .and_then(|v| v.get("id")?.as_str().map(str::to_owned))
+        });
+        e.inner.retries = retries;
+        e
+    }
+
+    /// Whether this looks like "model not found": a 404 naming the model.
+    pub(crate) fn is_unknown_model(&self) -> bool {
+        self.inner.status == Some(StatusCode::NOT_FOUND)
+            && (self.inner.param.as_deref() == Some("model")
+                || self.inner.code.as_deref() == Some("model_not_available")
+                || self.inner.message.to_lowercase().contains("model"))
+    }
+
+    pub(crate) fn into_model_not_found(mut self, model: &str, suggestions: Vec<String>) -> Self {
+        self.inner.kind = ErrorKind::ModelNotFound;
+        self.inner.model = Some(model.to_owned());
+        self.inner.suggestions = suggestions;
+        self
+    }
+
+    pub(crate) fn with_model(mut self, model: &str) -> Self {
+        self.inner.model.get_or_insert_with(|| model.to_owned());
+        self
+    }
+
+    /// What went wrong, broadly.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The HTTP status, when the API answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.inner.status
+    }
+
+    /// The API's error type (`invalid_request_error`, `dynamic_request_limited`...).
+    pub fn api_type(&self) -> Option<&str> {
+        self.inner.api_type.as_deref()
+    }
+
+    /// The API's error code, if any.
+    pub fn code(&self) -> Option<&str> {
+        self.inner.code.as_deref()
+    }
+
+    /// The API's (or the transport's) message.
+    pub fn message(&self) -> &str {
+        &self.inner.message
+    }
+
+    /// The request id (`x-request-id`), if the API sent one.
+    pub fn request_id(&self) -> Option<&str> {
+        self.inner.request_id.as_deref()
+    }
+
+    /// Retries sent before giving up: attempts that reached the client
+    /// service after the first (a retry refused by the rate limiter is not sent).
+    pub fn retries(&self) -> u32 {
+        self.inner.retries
+    }
+
+    /// The model the request named, if any.
+    pub fn model(&self) -> Option<&str> {
+        self.inner.model.as_deref()
+    }
+
+    /// For [`ErrorKind::ModelNotFound`]: the closest listed model ids, best first.
+    pub fn suggestions(&self) -> &[String] {
+        &self.inner.suggestions
+    }
+
+    fn advice(&self) -> String {
+        if self.inner.kind == ErrorKind::ModelNotFound {
+            return if self.inner.suggestions.is_empty() {
+                "pick a model listed by GET /v1/models".to_owned()
+            } else {
+                format!(
+                    "pick a listed model; closest: {}",
+                    self.inner.suggestions.join(", ")
+                )
+            };
+        }
+        match (self.inner.kind, self.inner.status.map(|s| s.as_u16())) {
+            (ErrorKind::Api, Some(401)) => {
+                "check the API key (TOGETHER_API_KEY): it is missing, mistyped or revoked".into()
+            }
+            (ErrorKind::Api, Some(402)) => "the account is out of credit: add credit".into(),
+            (ErrorKind::Api, Some(403)) => {
+                "shorten the input or lower max_tokens to fit the model's context length".into()
+            }
+            (ErrorKind::Api, Some(404)) => "check the path and the base URL".into(),
+            (ErrorKind::Api, Some(409)) => {
+                "a job cap was reached: wait for running jobs to finish or cancel one".into()
+            }
+            (ErrorKind::Api, Some(429)) => "rate limited even after retries: lower the rate \
+                 (set the preset's quotas to your account's limits) or ramp up more slowly"
+                .into(),
+            (ErrorKind::Api, Some(s)) if s >= 500 => "the server is overloaded or failing: \
+                 try again later, or configure a fallback model"
+                .into(),
+            (ErrorKind::Api, _) => "fix the request as the message says".into(),
+            (ErrorKind::RateLimit, _) => {
+                "the rate limiter refused: lower the rate, raise max_wait, or split the request"
+                    .into()
+            }
+            (ErrorKind::Transport, _) => {
+                "no response: check the base URL and the network; retry later".into()
+            }
+            (ErrorKind::Decode, _) => {
+                "the response had an unexpected shape: check the base URL points at an \
+                 OpenAI-compatible API"
+                    .into()
+            }
+            _ => "fix the client's configuration".into(),
+        }
+    }
+}
+
+fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        cur = s.source();
+    }
+    text
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.inner.kind, self.inner.status) {
+            (ErrorKind::ModelNotFound, _) => write!(
+                f,
+                "model {:?} not found",
+                self.inner.model.as_deref().unwrap_or("?")
+            )?,
+            (_, Some(status)) => {
+                write!(f, "API answered {status}")?;
+                if let Some(t) = &self.inner.api_type {
+                    write!(f, " ({t})")?;
+                }
+                write!(f, ": {}", self.inner.message)?;
+            }
+            (ErrorKind::RateLimit, None) => write!(f, "{}", self.inner.message)?,
+            (ErrorKind::Transport, None) => write!(f, "request failed: {}", self.inner.message)?,
+            (_, None) => write!(f, "{}", self.inner.message)?,
+        }
+        if let Some(id) = &self.inner.request_id {
+            write!(f, " [request {id}]")?;
+        }
+        if self.inner.retries > 0 {
+            write!(f, " after {} retries", self.inner.retries)?;
+        }
+        write!(f, "; {}", self.advice())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.inner.kind)
+            .field("status", &self.inner.status)
+            .field("api_type", &self.inner.api_type)
+            .field("code", &self.inner.code)
+            .field("message", &self.inner.message)
+            .field("request_id", &self.inner.request_id)
+            .field("retries", &self.inner.retries)
+            .field("model", &self.inner.model)
+            .field("suggestions", &self.inner.suggestions)
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_says_what_to_do() {
+        let body = br#"{"error":{"message":"Invalid API key provided: sk-live-123","type":"invalid_api_key"}}"#;
+        let scrub = |s: String| s.replace("sk-live-123", "<redacted>");
+        let e = Error::from_status(
+            StatusCode::UNAUTHORIZED,
+            body,
+            Some("req-1".into()),
+            0,
+            &scrub,
+        );
+        let text = e.to_string();
+        assert!(text.contains("check the API key"), "{text}");
+        assert!(text.contains("req-1"), "{text}");
+        assert!(!text.contains("sk-live-123"), "{text}");
+        assert!(!format!("{e:?}").contains("sk-live-123"));
+        let e = Error::from_status(StatusCode::TOO_MANY_REQUESTS, b"{}", None, 4, &scrub);
+        assert!(e.to_string().contains("lower the rate"));
+        assert!(e.to_string().contains("after 4 retries"));
+        assert_eq!(e.retries(), 4);
+    }
+}

@@ -1,0 +1,92 @@
+//! A thin tower service for Together AI's OpenAI-compatible API, with rate-limit
+//! presets, typed helpers and the default stack Retry -> RateLimit ->
+//! Concurrency -> Together -> hyper client, so work finishes as fast as the
+//! limits allow with no 429 storms.
+//!
+//! # Example
+//!
+//! ```
+//! use together_tower::types::{ChatRequest, Message};
+//! use together_tower::{Preset, TogetherClient};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let sim = together_sim::Sim::builder().time_scale(10.0).spawn().await?;
+//! let client = TogetherClient::builder()
+//!     .api_key("test-key") // default: the TOGETHER_API_KEY environment variable
+//!     .base_url(sim.base_url()) // default: https://api.together.xyz
+//!     .preset(Preset::seed().time_scaled(10.0)) // the simulator runs 10x faster
+//!     .build()?;
+//!
+//! let request = ChatRequest::new(
+//!     "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+//!     vec![Message::user("Say hello")],
+//! )
+//! .max_tokens(16);
+//! let answer = client.chat(&request).await?;
+//! assert!(!answer.choices[0].message.content.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The stack
+//!
+//! [`TogetherClient::builder`] builds, outermost first:
+//!
+//! | layer | from | does |
+//! |---|---|---|
+//! | Retry | tower-retry-after, [`retry_policy`] | retries 429/5xx/transport errors, waits `retry-after`; never retries the rate limiter's own refusals ([`is_transient`]) |
+//! | RateLimit | tower-quota, [`Preset::limits`] | waits for each route's (and model's) quota, paced per second |
+//! | Concurrency | tower-jobs, [`Preset::concurrency`] | caps fine-tunes and batches running on the server |
+//! | [`Together`] | this crate | base URL, `Authorization: Bearer` (sensitive), user agent, JSON headers |
+//! | client | [`default_http_client`] | hyper-util over hyper-rustls (ring, webpki roots, HTTP/1.1 + HTTP/2), tower-http's sensitive headers, trace and timeout |
+//!
+//! Each layer can be configured or replaced on the builder;
+//! [`TogetherBuilder::layers`] hands the same stack over to wrap your own
+//! client service, and [`TogetherBuilder::build_with`] builds the client on it.
+//!
+//! # Presets
+//!
+//! [`Preset::seed`] (chat 600/min, embeddings 300/min, images 60/min,
+//! fine-tunes 3 at once, batches of 100 requests with 10 in flight),
+//! [`Preset::tier`] (Together's Free and Tier 1-5 table), [`Preset::openai`]
+//! for other OpenAI-compatible APIs, per-model overrides, all overridable
+//! from TOML: see [`preset`].
+//!
+//! # Errors
+//!
+//! Every helper returns [`Error`]: the status, Together's error type and
+//! message, the request id, the retries made, and in `Display` what to do.
+//! A 404 for a model names the closest listed ids; a 503 for a model with
+//! a [fallback](TogetherBuilder::fallback) tries the next model.
+//!
+//! # The API key
+//!
+//! Read from `TOGETHER_API_KEY` unless given; sent as a sensitive header
+//! value; never in `Debug`, `Display`, errors or traces.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod client;
+pub mod error;
+mod jobs;
+mod key;
+pub mod preset;
+pub mod service;
+mod suggest;
+mod transport;
+pub mod types;
+
+pub use crate::client::{
+    ChunkFailure, ClientService, EmbedAll, ErrorFilter, Served, Stack, TogetherBuilder,
+    TogetherClient, TogetherLayers, is_transient, retry_policy,
+};
+pub use crate::error::{Error, ErrorKind};
+pub use crate::key::{API_KEY_ENV, ApiKey, InvalidApiKey};
+pub use crate::preset::{InvalidPreset, JobPreset, Preset, RouteLimit, Tier};
+pub use crate::service::{DEFAULT_BASE_URL, Together, TogetherLayer};
+pub use crate::suggest::closest_models;
+pub use crate::transport::{DEFAULT_TIMEOUT, HttpBody, HttpClient, default_http_client};
+
+/// The error type of the services in the stack.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

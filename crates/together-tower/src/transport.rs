@@ -1,0 +1,63 @@
+//! The default inner client: hyper-util's pooled client over hyper-rustls.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::AUTHORIZATION;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::BoxError;
+
+/// The response body type of [`HttpClient`] and of
+/// [`TogetherClient::service`](crate::TogetherClient::service).
+pub type HttpBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A type-erased HTTP client service with `String` request bodies.
+pub type HttpClient = BoxCloneSyncService<Request<String>, Response<HttpBody>, BoxError>;
+
+/// The default per-attempt timeout of [`default_http_client`]: 10 minutes
+/// (long completions take minutes).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// hyper-util's legacy client over hyper-rustls (ring provider, webpki
+/// roots, HTTP/1.1 and HTTP/2 by ALPN, plain HTTP allowed for local
+/// servers), pooled, behind tower-http's sensitive-headers marking of
+/// `Authorization`, its trace spans and its timeout (an attempt taking
+/// longer than `timeout` answers 408, which the retry policy retries).
+///
+/// # Panics
+///
+/// Must be called inside a tokio runtime (the client spawns its
+/// connections on it).
+pub fn default_http_client(timeout: Duration) -> HttpClient {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    let client: Client<_, String> = Client::builder(TokioExecutor::new()).build(https);
+    let service = ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
+        .map_response(|res: Response<_>| res.map(BodyExt::boxed_unsync))
+        .layer(TraceLayer::new_for_http())
+        .layer(TimeoutLayer::with_status_code(
+            http::StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .map_response(|res: Response<hyper::body::Incoming>| {
+            res.map(|b| b.map_err(BoxError::from).boxed_unsync())
+        })
+        .map_err(BoxError::from)
+        .service(client);
+    BoxCloneSyncService::new(service)
+}
