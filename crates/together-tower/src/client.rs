@@ -29,8 +29,18 @@ use crate::suggest::closest_models;
 use crate::transport::{DEFAULT_TIMEOUT, HttpBody, default_http_client};
 use crate::types::*;
 
-/// The error classifier of the default retry policy: see [`is_transient`].
-pub type ErrorFilter = fn(&BoxError) -> bool;
+/// The error classifier of the default retry policy: [`is_transient`] as a type.
+///
+/// A named type rather than a `fn(&BoxError) -> bool`, so the stack's
+/// futures stay provably `Send` and the bare [`Stack`] can be spawned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorFilter;
+
+impl tower_retry_after::ClassifyError<BoxError> for ErrorFilter {
+    fn is_retryable(&self, error: &BoxError) -> bool {
+        is_transient(error)
+    }
+}
 
 /// The whole stack over a client `C`: Retry -> RateLimit -> Concurrency -> Together -> `C`.
 pub type Stack<C> = Retry<RateLimit<Concurrency<Together<C>>>, ErrorFilter>;
@@ -54,7 +64,7 @@ pub fn is_transient(err: &BoxError) -> bool {
 /// backoff 0.5 s to 8 s, server hints up to 60 s, a shared budget) with
 /// [`is_transient`] as the error classifier. Start from here to change it.
 pub fn retry_policy() -> tower_retry_after::Builder<ErrorFilter> {
-    RetryPolicy::builder().retry_errors_if(is_transient as ErrorFilter)
+    RetryPolicy::builder().classify_errors(ErrorFilter)
 }
 
 /// The layers of the stack, to wrap any client service:
@@ -80,11 +90,13 @@ pub fn retry_policy() -> tower_retry_after::Builder<ErrorFilter> {
 ///
 /// # Spawning
 ///
-/// To move the stack into `tokio::spawn`ed tasks, box it first with
-/// [`BoxCloneSyncService::new`] (as [`TogetherBuilder::build_with`] does):
-/// inside an `async` block rustc cannot prove its futures `Send`, because
-/// the retry policy's error classifier ([`ErrorFilter`]) is a higher-ranked
-/// `fn(&BoxError) -> bool` ("implementation of `FnOnce` is not general enough").
+/// The stack moves into `tokio::spawn`ed tasks as it is (the error
+/// classifier is the named type [`ErrorFilter`], not a higher-ranked
+/// `fn(&BoxError) -> bool`, which rustc could not prove `Send` inside an
+/// `async` block). If your inner service's future is an `async` block that
+/// rustc again cannot prove `Send`, name it (`impl Future + Send`) or box
+/// the stack with [`BoxCloneSyncService::new`], as
+/// [`TogetherBuilder::build_with`] does.
 #[derive(Clone, Debug)]
 pub struct TogetherLayers {
     retry: RetryPolicy<ErrorFilter>,

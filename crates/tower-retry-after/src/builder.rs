@@ -219,6 +219,14 @@ impl<C> Builder<C> {
     where
         F: Fn(&E) -> bool,
     {
+        self.classify_errors(classify)
+    }
+
+    /// Which transport errors are worth a retry, decided by a
+    /// [`ClassifyError`](crate::ClassifyError) (a named type rather than a
+    /// closure keeps the service's futures provably `Send` where a
+    /// `fn(&E) -> bool` over a higher-ranked error type would not be).
+    pub fn classify_errors<C2>(self, classify: C2) -> Builder<C2> {
         Builder {
             max_retries: self.max_retries,
             backoff: self.backoff,
