@@ -5,9 +5,9 @@
 //! - Fine-tunes: `pending` -> `queued` -> `running` -> `completed`;
 //!   cancel -> `cancelled`. At most `max_concurrent` non-terminal jobs per
 //!   key; a create beyond answers 409.
-//! - Files: `POST /v1/files` takes a JSON body
-//!   `{"purpose": "batch-api", "filename": "in.jsonl", "content": "<jsonl>"}`
-//!   (multipart uploads are not supported).
+//! - Files: `POST /v1/files` takes a `multipart/form-data` upload as the
+//!   SDKs send it (a `file` part and a `purpose` field), or a JSON body
+//!   `{"purpose": "batch-api", "filename": "in.jsonl", "content": "<jsonl>"}`.
 //! - Batches: `VALIDATING` -> `IN_PROGRESS` -> `COMPLETED`; cancel ->
 //!   `CANCELLED`. The output file (one line per input line:
 //!   `{"id", "custom_id", "response": {"status_code", "body"}}`) appears
@@ -319,7 +319,7 @@ impl Jobs {
     pub(crate) fn upload_file(&self, owner: &str, body: &Value) -> Result<Value, ApiError> {
         let content = body.get("content").and_then(Value::as_str).ok_or_else(|| {
             ApiError::invalid(
-                "Missing field `content`: upload a JSON body {\"purpose\": \"batch-api\", \"filename\": \"in.jsonl\", \"content\": \"<jsonl>\"}.",
+                "Missing field `content`: upload multipart/form-data with a `file` part, or a JSON body {\"purpose\": \"batch-api\", \"filename\": \"in.jsonl\", \"content\": \"<jsonl>\"}.",
             )
             .param("content")
         })?;

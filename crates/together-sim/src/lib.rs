@@ -137,6 +137,7 @@ mod fake;
 mod faults;
 mod jobs;
 pub mod limits;
+mod multipart;
 mod server;
 pub mod stats;
 

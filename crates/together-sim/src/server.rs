@@ -420,7 +420,17 @@ async fn serve<'s>(
         .code("not_found")
         .into());
     };
-    let body: Value = if route.takes_json() {
+    let multipart = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::multipart::boundary)
+        .filter(|_| route == Route::Files(true))
+        .map(str::to_owned);
+    let body: Value = if let Some(boundary) = multipart {
+        let bytes = read_body(st, &parts.headers, body).await?;
+        crate::multipart::to_upload(&bytes, &boundary)?
+    } else if route.takes_json() {
         let bytes = read_body(st, &parts.headers, body).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::invalid(format!("Invalid JSON body: {e}")).code("invalid_json")

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use http::Method;
 use serde_json::{Value, json};
 use together_sim::config::{BatchConfig, FineTuneConfig};
 use together_sim::{Sim, SimHandle};
@@ -150,6 +151,47 @@ async fn upload(c: &mut Client, lines: usize) -> String {
     let f = a.json();
     assert_eq!(f["LineCount"], lines);
     f["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn multipart_upload_as_the_sdks_send_it() {
+    let sim = batch_sim(10).spawn().await.unwrap();
+    let mut c = Client::new(sim.addr(), "test-key");
+    let body = format!(
+        "--b0undary\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch-api\r\n\
+         --b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"mine.jsonl\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n{}\r\n--b0undary--\r\n",
+        jsonl(2)
+    );
+    let a = c
+        .send(
+            Method::POST,
+            "/v1/files",
+            &[("content-type", "multipart/form-data; boundary=b0undary")],
+            body.into(),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let f = a.json();
+    assert_eq!(f["LineCount"], 2);
+    assert_eq!(f["filename"], "mine.jsonl");
+    let id = f["id"].as_str().unwrap();
+    assert_eq!(
+        c.get(&format!("/v1/files/{id}/content")).await.body,
+        jsonl(2)
+    );
+
+    let torn = "--b0undary\r\nno headers here\r\n--b0undary--\r\n";
+    let a = c
+        .send(
+            Method::POST,
+            "/v1/files",
+            &[("content-type", "multipart/form-data; boundary=b0undary")],
+            torn.into(),
+        )
+        .await;
+    assert_eq!(a.status, 400);
+    assert_eq!(a.error_type(), "invalid_request_error");
 }
 
 fn batch_sim(in_flight: usize) -> together_sim::SimBuilder {

@@ -530,10 +530,23 @@ impl TogetherClient {
         path: &str,
         body: Option<String>,
     ) -> Result<Bytes, Error> {
+        self.call_typed(method, path, body, None).await
+    }
+
+    /// [`call`](Self::call) with a content type other than JSON.
+    pub(crate) async fn call_typed(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        content_type: Option<&str>,
+    ) -> Result<Bytes, Error> {
         let attempts = Attempts::default();
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(content_type) = content_type {
+            req = req.header(http::header::CONTENT_TYPE, content_type);
+        }
+        let mut req = req
             .body(body.unwrap_or_default())
             .map_err(|_| Error::config(crate::service::InvalidPath::new(path)))?;
         req.extensions_mut().insert(attempts.clone());

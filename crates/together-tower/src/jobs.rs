@@ -66,21 +66,28 @@ impl TogetherClient {
         }
     }
 
-    /// Uploads batch requests as a JSONL file (`purpose: batch-api`).
-    ///
-    /// The file is sent as a JSON body `{"purpose", "filename", "content"}`,
-    /// the form together-sim accepts; Together's own endpoint takes a
-    /// multipart upload (not implemented here: send it through
-    /// [`service`](TogetherClient::service)).
+    /// Uploads batch requests as a JSONL file (`purpose: batch-api`), as a
+    /// `multipart/form-data` upload (`purpose`, `file_name`, `file` parts),
+    /// the way the Together and OpenAI SDKs send files.
     pub async fn upload_batch_file(&self, requests: &[BatchRequest]) -> Result<FileObject, Error> {
         let mut content = String::new();
         for r in requests {
             content.push_str(&serde_json::to_string(r).map_err(|e| Error::decode(e.to_string()))?);
             content.push('\n');
         }
-        let body = json!({"purpose": "batch-api", "filename": "batch.jsonl", "content": content});
-        self.json(Method::POST, "/v1/files", Some(body.to_string()))
-            .await
+        // multipart/form-data, as the Together and OpenAI SDKs upload files.
+        let boundary = multipart_boundary(&content);
+        let body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch-api\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file_name\"\r\n\r\nbatch.jsonl\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"batch.jsonl\"\r\n\
+             Content-Type: application/jsonl\r\n\r\n{content}\r\n--{boundary}--\r\n"
+        );
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let bytes = self
+            .call_typed(Method::POST, "/v1/files", Some(body), Some(&content_type))
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::decode(format!("/v1/files: {e}")))
     }
 
     /// Creates a batch over an uploaded file for `endpoint`
@@ -199,4 +206,12 @@ impl TogetherClient {
 
 fn pointer_or_root(job: &crate::preset::JobPreset) -> &str {
     job.job_pointer()
+}
+
+/// A multipart boundary that does not occur in `content`.
+fn multipart_boundary(content: &str) -> String {
+    (0u32..)
+        .map(|n| format!("together-rate-limits-{n:08x}"))
+        .find(|b| !content.contains(b.as_str()))
+        .expect("some boundary is free")
 }

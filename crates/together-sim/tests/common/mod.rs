@@ -100,7 +100,10 @@ impl Client {
         if let Some(k) = &self.key {
             b = b.header("authorization", format!("Bearer {k}"));
         }
-        if !body.is_empty() {
+        let typed = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        if !body.is_empty() && !typed {
             b = b.header("content-type", "application/json");
         }
         for (k, v) in headers {
