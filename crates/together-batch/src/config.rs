@@ -1,0 +1,244 @@
+//! Where the limits come from (a preset, a tier, a TOML file), the
+//! `[batch]` section of that file, and the table `together-batch limits` prints.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Deserialize;
+use together_tower::{Preset, Tier};
+use tower_quota::Limits;
+
+/// The `[batch]` table of a limits file: this CLI's own settings, cut out
+/// before the rest is read as a together-tower preset.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BatchSection {
+    /// `redis = "redis://127.0.0.1:6379/"`: share the quotas through Redis.
+    pub(crate) redis: Option<String>,
+    /// `processes = 4`: how many processes share the key.
+    pub(crate) processes: Option<u32>,
+}
+
+/// The limits in force: the preset and the file's `[batch]` section.
+#[derive(Debug, Clone)]
+pub(crate) struct LimitsSource {
+    pub(crate) preset: Preset,
+    pub(crate) batch: BatchSection,
+    /// Where the preset came from, for the summary.
+    pub(crate) origin: String,
+}
+
+/// Reads `--tier` (`seed`, `free`, `tier-1` .. `tier-5`, `tier1`, `1`).
+pub(crate) fn tier_preset(name: &str) -> Result<Preset, String> {
+    let n = name
+        .trim()
+        .to_ascii_lowercase()
+        .replace(['-', '_', ' '], "");
+    let tier = match n.trim_start_matches("tier") {
+        "seed" => return Ok(Preset::seed()),
+        "free" => Tier::Free,
+        "1" => Tier::Tier1,
+        "2" => Tier::Tier2,
+        "3" => Tier::Tier3,
+        "4" => Tier::Tier4,
+        "5" => Tier::Tier5,
+        _ => {
+            return Err(format!(
+                "unknown tier {name:?}: use seed, free, tier-1, tier-2, tier-3, tier-4 or tier-5"
+            ));
+        }
+    };
+    Ok(Preset::tier(tier))
+}
+
+/// Splits a limits file into its `[batch]` table and the preset text.
+///
+/// The preset reader refuses unknown tables, so the `[batch]` table (from its
+/// header to the next table header) is cut out of the text first.
+pub(crate) fn split_batch_section(text: &str) -> Result<(BatchSection, String), String> {
+    let mut preset = String::new();
+    let mut batch = String::new();
+    let mut in_batch = false;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            let header = t
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim();
+            in_batch = header == "batch";
+            if in_batch {
+                continue;
+            }
+        }
+        let target = if in_batch { &mut batch } else { &mut preset };
+        target.push_str(line);
+        target.push('\n');
+    }
+    let section: BatchSection =
+        toml::from_str(&batch).map_err(|e| format!("[batch] table: {e}"))?;
+    Ok((section, preset))
+}
+
+/// Loads `--limits FILE` or `--tier NAME` (default: the seed preset).
+pub(crate) fn load(limits: Option<&Path>, tier: Option<&str>) -> Result<LimitsSource, String> {
+    match (limits, tier) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the limits file {}: {e}", path.display()))?;
+            let (batch, preset_text) = split_batch_section(&text)
+                .map_err(|e| format!("limits file {}: {e}", path.display()))?;
+            let preset = Preset::from_toml(&preset_text)
+                .map_err(|e| format!("limits file {}: {e}", path.display()))?;
+            Ok(LimitsSource {
+                preset,
+                batch,
+                origin: format!("file {}", path.display()),
+            })
+        }
+        (None, Some(name)) => Ok(LimitsSource {
+            preset: tier_preset(name)?,
+            batch: BatchSection::default(),
+            origin: format!("tier {name}"),
+        }),
+        (None, None) => Ok(LimitsSource {
+            preset: Preset::seed(),
+            batch: BatchSection::default(),
+            origin: "the seed preset (default)".to_owned(),
+        }),
+    }
+}
+
+/// The request quota of each route, by path, in requests per second.
+pub(crate) fn route_rates(limits: &Limits) -> BTreeMap<String, f64> {
+    let table = limits.table();
+    let mut out = BTreeMap::new();
+    for (route, quotas) in limits.routes() {
+        let Some(path) = route.split_once(' ').map(|(_, p)| p.to_owned()) else {
+            continue;
+        };
+        let rate = quotas
+            .iter()
+            .filter_map(|q| table.iter().find(|row| &row.quota == q))
+            .filter(|row| row.rate.unit().is_none())
+            .map(|row| row.rate.per_second_f64())
+            .reduce(f64::min);
+        if let Some(rate) = rate {
+            out.insert(path, rate);
+        }
+    }
+    out
+}
+
+/// The table `together-batch limits` prints.
+pub(crate) fn render_table(source: &LimitsSource, limits: &Limits, time_scale: f64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "limits: preset {:?} from {}{}",
+        source.preset.name(),
+        source.origin,
+        if time_scale == 1.0 {
+            String::new()
+        } else {
+            format!(", time-scaled x{time_scale}")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "safety margin: {:.1}% under each rate",
+        limits.safety_margin() * 100.0
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<28} {:<24} {:>6} {:>14}  keyed",
+        "quota", "rate", "burst", "paced every"
+    );
+    for row in limits.table() {
+        let _ = writeln!(
+            out,
+            "{:<28} {:<24} {:>6} {:>14}  {}",
+            row.quota,
+            row.rate.to_string(),
+            row.burst,
+            format!("{:.3?}", row.interval),
+            if row.keyed { "yes" } else { "no" }
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{:<40} quotas", "route");
+    for (route, quotas) in limits.routes() {
+        let _ = writeln!(out, "{:<40} {}", route, quotas.join(", "));
+    }
+    if let Some(url) = &source.batch.redis {
+        let _ = writeln!(
+            out,
+            "\nshared through Redis at {} by {} process(es)",
+            redact_url(url),
+            source.batch.processes.unwrap_or(1)
+        );
+    }
+    out
+}
+
+/// A URL with any password replaced, for printing.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://<redacted>@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_parse_in_every_spelling() {
+        assert_eq!(tier_preset("tier-1").unwrap().name(), "tier1");
+        assert_eq!(tier_preset("Tier2").unwrap().name(), "tier2");
+        assert_eq!(tier_preset("free").unwrap().name(), "free");
+        assert_eq!(tier_preset("seed").unwrap().name(), "seed");
+        assert!(tier_preset("tier-9").unwrap_err().contains("tier-5"));
+    }
+
+    #[test]
+    fn the_batch_table_is_cut_out_of_the_preset() {
+        let text = "base = \"seed\"\n[batch]\nredis = \"redis://h:1/\"\nprocesses = 4\n\
+                    [routes.chat]\nrequests = \"60/s\"\n";
+        let (batch, preset) = split_batch_section(text).unwrap();
+        assert_eq!(batch.redis.as_deref(), Some("redis://h:1/"));
+        assert_eq!(batch.processes, Some(4));
+        let preset = Preset::from_toml(&preset).unwrap();
+        assert_eq!(
+            preset
+                .route_limit("chat")
+                .unwrap()
+                .request_rate()
+                .unwrap()
+                .per_second_f64(),
+            60.0
+        );
+        assert!(split_batch_section("[batch]\nnope = 1\n").is_err());
+    }
+
+    #[test]
+    fn route_rates_are_the_request_quotas() {
+        let rates = route_rates(&Preset::seed().limits().unwrap());
+        assert_eq!(rates["/v1/chat/completions"], 10.0);
+        assert_eq!(rates["/v1/embeddings"], 5.0);
+    }
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_url("redis://:pw@127.0.0.1:6379/"),
+            "redis://<redacted>@127.0.0.1:6379/"
+        );
+        assert_eq!(redact_url("redis://h/"), "redis://h/");
+    }
+}

@@ -1,0 +1,261 @@
+//! `together-batch demo`: together-sim in this process (seed limits, time
+//! compressed, strict sliding windows), a realistic mixed workload, run
+//! through the same path as `run`, and the summary.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use together_sim::config::{CHAT, EMBEDDINGS};
+use together_sim::limits::LimitKind;
+use together_sim::{Mode, Sim, SimHandle};
+
+use crate::config::{BatchSection, LimitsSource};
+use crate::run::{self, Report, RunOptions, Secret};
+
+/// The chat models of the workload (in together-sim's catalog).
+const CHAT_MODELS: [&str; 2] = [
+    "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+    "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo",
+];
+const EMBED_MODEL: &str = "BAAI/bge-large-en-v1.5";
+
+/// Options of `demo`.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Embedding requests, each of 1 to 9 texts.
+    #[arg(long, default_value_t = 600, hide = true)]
+    embeddings: usize,
+    /// Chat completions.
+    #[arg(long, default_value_t = 300, hide = true)]
+    chats: usize,
+    /// How much faster than real time the simulator (and the quotas) run.
+    #[arg(long, default_value_t = 10.0, hide = true)]
+    time_scale: f64,
+    /// Keeps the generated input and the output in this directory (default:
+    /// a temporary one, removed afterwards).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// No progress.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Writes the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+}
+
+/// A mixed workload in the batch format: `embeddings` requests of 1 to 9
+/// texts and `chats` chat completions, interleaved, from a fixed seed.
+pub(crate) fn workload(embeddings: usize, chats: usize, seed: u64) -> String {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let topics = [
+        "rate limits",
+        "tower middleware",
+        "GCRA",
+        "sliding windows",
+        "retries with jitter",
+        "Redis",
+        "batch inference",
+    ];
+    let (mut e, mut c) = (0, 0);
+    let mut out = String::new();
+    while e < embeddings || c < chats {
+        let pick_chat =
+            e >= embeddings || (c < chats && rng.random_range(0..embeddings + chats) < chats);
+        let line = if pick_chat {
+            c += 1;
+            let topic = topics[rng.random_range(0..topics.len())];
+            json!({
+                "custom_id": format!("chat-{c}"),
+                "url": CHAT,
+                "method": "POST",
+                "body": {
+                    "model": CHAT_MODELS[rng.random_range(0..CHAT_MODELS.len())],
+                    "messages": [
+                        {"role": "system", "content": "You answer in one sentence."},
+                        {"role": "user", "content": format!("Question {c}: what should I know about {topic}?")},
+                    ],
+                    "max_tokens": rng.random_range(16..64),
+                    "temperature": 0.2,
+                },
+            })
+        } else {
+            e += 1;
+            let n = rng.random_range(1..10);
+            let texts: Vec<String> = (0..n)
+                .map(|i| {
+                    let topic = topics[rng.random_range(0..topics.len())];
+                    format!("Document {e}.{i} about {topic}.")
+                })
+                .collect();
+            json!({
+                "custom_id": format!("embed-{e}"),
+                "url": EMBEDDINGS,
+                "method": "POST",
+                "body": {"model": EMBED_MODEL, "input": texts},
+            })
+        };
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// Starts together-sim with the seed's limits, `sliding`, time-scaled.
+pub(crate) async fn spawn_sim(time_scale: f64) -> Result<SimHandle, String> {
+    Sim::builder()
+        .time_scale(time_scale)
+        .mode(Mode::Sliding)
+        .spawn()
+        .await
+        .map_err(|e| format!("cannot start the simulator: {e}"))
+}
+
+/// Options to run a generated workload against an in-process simulator.
+pub(crate) fn sim_options(
+    sim: &SimHandle,
+    dir: &std::path::Path,
+    time_scale: f64,
+    quiet: bool,
+) -> RunOptions {
+    RunOptions {
+        input: dir.join("demo-input.jsonl"),
+        output: dir.join("demo-output.jsonl"),
+        base_url: sim.base_url(),
+        limits: LimitsSource {
+            preset: together_tower::Preset::seed(),
+            batch: BatchSection::default(),
+            origin: "the seed preset".to_owned(),
+        },
+        endpoint: None,
+        max_in_flight: 128,
+        api_key_env: together_tower::API_KEY_ENV.to_owned(),
+        api_key: Some(Secret::new(&sim.api_keys()[0])),
+        retry_failed: false,
+        quiet,
+        report: None,
+        redis: None,
+        processes: 1,
+        time_scale,
+        // Windows `time_scale` times shorter make the same timer and
+        // scheduling jitter a larger share of each: 3% under the rate.
+        safety_margin: Some(0.03),
+        progress_every: Duration::from_secs(2),
+    }
+}
+
+/// What the simulator saw, in a few lines.
+pub(crate) fn sim_view(sim: &SimHandle) -> String {
+    let stats = sim.stats();
+    let mut s = String::new();
+    let limit = |route: &str| {
+        stats
+            .limiters
+            .iter()
+            .find(|l| l.route == route && l.kind == LimitKind::Requests)
+            .map_or(0, |l| l.limit)
+    };
+    let _ = writeln!(
+        s,
+        "the simulator saw {} requests, {} answered 429; most accepted in one window: \
+         chat {} (limit {}), embeddings {} (limit {})",
+        stats.total_requests,
+        stats.total_429,
+        stats.max_in_window(CHAT, LimitKind::Requests),
+        limit(CHAT),
+        stats.max_in_window(EMBEDDINGS, LimitKind::Requests),
+        limit(EMBEDDINGS),
+    );
+    s
+}
+
+/// Runs the demo.
+pub(crate) async fn demo(args: DemoArgs) -> ExitCode {
+    match demo_inner(args).await {
+        Ok(report) if report.failed == 0 && report.unanswered == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("together-batch: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn demo_inner(args: DemoArgs) -> Result<Report, String> {
+    if !(args.time_scale > 0.0 && args.time_scale.is_finite()) {
+        return Err("--time-scale must be above 0".to_owned());
+    }
+    let (dir, temporary) = match &args.dir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("together-batch-demo-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let sim = spawn_sim(args.time_scale).await?;
+    let mut opts = sim_options(&sim, &dir, args.time_scale, args.quiet);
+    opts.report = args.report.clone();
+    let workload_text = workload(args.embeddings, args.chats, 7);
+    std::fs::write(&opts.input, &workload_text)
+        .map_err(|e| format!("cannot write {}: {e}", opts.input.display()))?;
+    let _ = std::fs::remove_file(&opts.output);
+    let texts = workload_text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["body"]["input"].as_array().map(Vec::len))
+        .sum::<usize>();
+    println!(
+        "together-batch demo: together-sim on {} (seed limits: chat 600/min, embeddings \
+         300/min, enforced per 1 s sliding window; time x{}): {} embedding requests \
+         ({texts} texts) and {} chats",
+        sim.base_url(),
+        args.time_scale,
+        args.embeddings,
+        args.chats
+    );
+    let report = run::run(opts.clone()).await?;
+    print!("{}", report.render());
+    print!("{}", sim_view(&sim));
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        println!(
+            "input: {}; output: {}",
+            opts.input.display(),
+            opts.output.display()
+        );
+    }
+    sim.shutdown().await;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workload_is_mixed_and_deterministic() {
+        let text = workload(30, 10, 1);
+        assert_eq!(text, workload(30, 10, 1));
+        let entries = crate::input::parse(text.as_bytes(), None).unwrap();
+        assert_eq!(entries.len(), 40);
+        let chats = entries
+            .iter()
+            .filter(|e| matches!(e, crate::input::Entry::Job(j) if j.path == CHAT))
+            .count();
+        assert_eq!(chats, 10);
+        // Interleaved, not one block after the other.
+        let first_half_chats = text
+            .lines()
+            .take(20)
+            .filter(|l| l.contains("chat-"))
+            .count();
+        assert!((1..10).contains(&first_half_chats), "{first_half_chats}");
+    }
+}

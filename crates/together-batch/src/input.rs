@@ -1,0 +1,224 @@
+//! Reading the input JSONL: the batch format or bare request bodies, one
+//! entry per non-blank line, malformed lines kept as that line's error.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use http::Method;
+use serde_json::Value;
+
+/// A request to send.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Job {
+    pub(crate) custom_id: String,
+    /// 1-based line number in the input.
+    pub(crate) line: usize,
+    pub(crate) method: Method,
+    /// The path, e.g. `/v1/embeddings` (joined to the base URL).
+    pub(crate) path: String,
+    pub(crate) body: String,
+}
+
+/// One input line: a request, or why it cannot be one.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Entry {
+    Job(Job),
+    Bad {
+        custom_id: String,
+        line: usize,
+        message: String,
+    },
+}
+
+impl Entry {
+    pub(crate) fn custom_id(&self) -> &str {
+        match self {
+            Entry::Job(j) => &j.custom_id,
+            Entry::Bad { custom_id, .. } => custom_id,
+        }
+    }
+
+    pub(crate) fn line(&self) -> usize {
+        match self {
+            Entry::Job(j) => j.line,
+            Entry::Bad { line, .. } => *line,
+        }
+    }
+}
+
+/// Parses the input. Fails (before anything is sent) when two lines share a
+/// custom_id; a malformed line becomes an [`Entry::Bad`] and the rest proceed.
+pub(crate) fn parse(bytes: &[u8], endpoint: Option<&str>) -> Result<Vec<Entry>, String> {
+    let mut entries = Vec::new();
+    for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
+        let line = i + 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        entries.push(parse_line(raw, line, endpoint));
+    }
+    check_unique(&entries)?;
+    Ok(entries)
+}
+
+fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Entry {
+    let bad = |custom_id: Option<String>, message: String| Entry::Bad {
+        custom_id: custom_id.unwrap_or_else(|| line.to_string()),
+        line,
+        message: format!("line {line}: {message}"),
+    };
+    let value: Value = match serde_json::from_slice(raw) {
+        Ok(v) => v,
+        Err(e) => return bad(None, format!("not valid JSON ({e})")),
+    };
+    let Value::Object(mut obj) = value else {
+        return bad(None, "expected a JSON object".to_owned());
+    };
+    let batch_format = obj.contains_key("body")
+        && (obj.contains_key("custom_id") || obj.contains_key("url") || obj.contains_key("method"));
+    if !batch_format {
+        // A bare request body: custom_id is the line number.
+        let Some(path) = endpoint else {
+            return bad(
+                None,
+                "a bare request body needs --endpoint (or write the batch format \
+                 {\"custom_id\", \"url\", \"method\", \"body\"})"
+                    .to_owned(),
+            );
+        };
+        return Entry::Job(Job {
+            custom_id: line.to_string(),
+            line,
+            method: Method::POST,
+            path: path.to_owned(),
+            body: Value::Object(obj).to_string(),
+        });
+    }
+    let custom_id = match obj.remove("custom_id") {
+        None | Some(Value::Null) => line.to_string(),
+        Some(Value::String(s)) if !s.is_empty() => s,
+        Some(Value::Number(n)) => n.to_string(),
+        Some(other) => {
+            return bad(
+                None,
+                format!("custom_id must be a non-empty string, not {other}"),
+            );
+        }
+    };
+    let custom = Some(custom_id.clone());
+    let path = match obj.remove("url") {
+        Some(Value::String(u)) => u,
+        None | Some(Value::Null) => match endpoint {
+            Some(e) => e.to_owned(),
+            None => return bad(custom, "no url: add \"url\" or pass --endpoint".to_owned()),
+        },
+        Some(other) => return bad(custom, format!("url must be a string, not {other}")),
+    };
+    if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
+        return bad(
+            custom,
+            format!("url {path:?} must be a path such as /v1/chat/completions"),
+        );
+    }
+    let method = match obj.remove("method") {
+        None | Some(Value::Null) => Method::POST,
+        Some(Value::String(m)) => match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+            Ok(m) => m,
+            Err(_) => return bad(custom, format!("method {m:?} is not an HTTP method")),
+        },
+        Some(other) => return bad(custom, format!("method must be a string, not {other}")),
+    };
+    let body = match obj.remove("body") {
+        Some(Value::Object(b)) => Value::Object(b).to_string(),
+        Some(other) => return bad(custom, format!("body must be a JSON object, not {other}")),
+        None => unreachable!("batch format has a body"),
+    };
+    Entry::Job(Job {
+        custom_id,
+        line,
+        method,
+        path,
+        body,
+    })
+}
+
+fn check_unique(entries: &[Entry]) -> Result<(), String> {
+    let mut first: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+    let mut dups = Vec::new();
+    for e in entries {
+        if let Some(prev) = first.insert(e.custom_id(), e.line()) {
+            first.insert(e.custom_id(), prev);
+            dups.push((e.custom_id(), prev, e.line()));
+        }
+    }
+    if dups.is_empty() {
+        return Ok(());
+    }
+    let mut msg = format!(
+        "{} duplicate custom_id(s) in the input; every custom_id must be unique \
+         (nothing was sent):",
+        dups.len()
+    );
+    for (id, a, b) in dups.iter().take(5) {
+        let _ = write!(msg, "\n  {id:?} on lines {a} and {b}");
+    }
+    if dups.len() > 5 {
+        let _ = write!(msg, "\n  ... and {} more", dups.len() - 5);
+    }
+    Err(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_format_and_bare_bodies() {
+        let text = br#"{"custom_id": "a", "url": "/v1/embeddings", "method": "post", "body": {"model": "m", "input": "x"}}
+
+{"model": "m", "messages": []}
+{"custom_id": "c", "body": {"model": "m"}}
+"#;
+        let entries = parse(text, Some("/v1/chat/completions")).unwrap();
+        assert_eq!(entries.len(), 3);
+        let Entry::Job(a) = &entries[0] else { panic!() };
+        assert_eq!(
+            (a.custom_id.as_str(), a.path.as_str(), &a.method),
+            ("a", "/v1/embeddings", &Method::POST)
+        );
+        let Entry::Job(b) = &entries[1] else { panic!() };
+        assert_eq!(
+            (b.custom_id.as_str(), b.line, b.path.as_str()),
+            ("3", 3, "/v1/chat/completions")
+        );
+        let Entry::Job(c) = &entries[2] else { panic!() };
+        assert_eq!(c.path, "/v1/chat/completions");
+    }
+
+    #[test]
+    fn malformed_lines_are_errors_of_their_own() {
+        let text = b"{not json\n[1]\n{\"custom_id\": \"x\", \"url\": \"v1\", \"body\": {}}\n{\"model\": \"m\"}\n";
+        let entries = parse(text, None).unwrap();
+        let msgs: Vec<_> = entries
+            .iter()
+            .map(|e| match e {
+                Entry::Bad { message, .. } => message.clone(),
+                Entry::Job(_) => String::new(),
+            })
+            .collect();
+        assert!(msgs[0].starts_with("line 1: not valid JSON"), "{msgs:?}");
+        assert!(msgs[1].contains("JSON object"));
+        assert!(msgs[2].contains("must be a path"));
+        assert_eq!(entries[2].custom_id(), "x");
+        assert!(msgs[3].contains("--endpoint"));
+    }
+
+    #[test]
+    fn duplicates_fail_before_anything_is_sent() {
+        let text = b"{\"custom_id\": \"a\", \"url\": \"/v1/x\", \"body\": {}}\n\
+                     {\"custom_id\": \"a\", \"url\": \"/v1/x\", \"body\": {}}\n";
+        let err = parse(text, None).unwrap_err();
+        assert!(err.contains("\"a\" on lines 1 and 2"), "{err}");
+    }
+}

@@ -1,0 +1,265 @@
+//! `together-batch`: a JSONL file of requests in, a JSONL file of results
+//! out, as fast as Together's (or any OpenAI-compatible API's) rate limits
+//! allow, with no 429 storms, nothing lost and nothing sent twice.
+//!
+//! ```text
+//! together-batch run INPUT.jsonl -o OUTPUT.jsonl [--base-url URL]
+//!     [--limits limits.toml | --tier tier-1] [--endpoint /v1/chat/completions]
+//!     [--max-in-flight N] [--api-key-env NAME] [--retry-failed] [--quiet]
+//!     [--report report.json] [--redis URL --processes N]
+//! together-batch demo        # a simulated server and a workload, in-process
+//! together-batch limits [--limits limits.toml | --tier tier-1]
+//! ```
+//!
+//! # Input
+//!
+//! One request per line, in the batch format
+//! `{"custom_id": "...", "url": "/v1/embeddings", "method": "POST", "body": {...}}`
+//! (`url` and `method` optional with `--endpoint`; method defaults to POST),
+//! or a bare request body (its custom_id is its line number; needs
+//! `--endpoint`). Blank lines are skipped. Two lines with the same
+//! custom_id stop the run before anything is sent. A malformed line is
+//! recorded as that line's error (with its line number); the rest proceed.
+//!
+//! # Output
+//!
+//! One JSON line per input line, written as results arrive, each line in a
+//! single write: `custom_id`, `line`, `method`, `url`, `status`, `attempts`,
+//! `started_at_ms`, `elapsed_ms`, and the `response` body or an `error`
+//! (`status`, Together's error `type`, `code` and `message`, `attempts`).
+//!
+//! # Resume
+//!
+//! Running again with the same output skips every custom_id already there:
+//! successes, and failures too unless `--retry-failed` (which removes the
+//! failure lines and sends them again). A torn last line, left by a crash,
+//! is cut off and its request sent again. Ctrl-C stops taking new lines and
+//! lets the requests already sent finish (a second Ctrl-C abandons them;
+//! they are sent on resume); either way the output is flushed and the
+//! summary printed.
+//!
+//! # The API key
+//!
+//! From `TOGETHER_API_KEY`, or the variable named by `--api-key-env`; never
+//! an argument; never printed, logged or written (error messages are
+//! scrubbed of it).
+//!
+//! # Sharing a key between processes
+//!
+//! `--redis redis://HOST:PORT/` (or `redis = "..."` in the `[batch]` table
+//! of the limits file) makes the quotas shared through Redis by every
+//! process using the same key; `--processes N` (or `processes = N`) is how
+//! many share it, so that while Redis is unreachable each falls back to
+//! 1/N of each quota locally.
+//!
+//! # Exit status
+//!
+//! 0 when every line is answered successfully, 1 when some failed or were
+//! left unanswered (interrupted), 2 when the run could not start (nothing
+//! was sent).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod bench;
+mod config;
+mod demo;
+mod input;
+mod output;
+mod progress;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::run::RunOptions;
+
+/// A JSONL of requests in, a JSONL of results out, paced to the rate limits.
+#[derive(Debug, Parser)]
+#[command(name = "together-batch", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log the stack's waits, holds and retries (tracing) to stderr.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sends every request of INPUT and writes one result line per request to OUTPUT.
+    Run(RunArgs),
+    /// Starts a simulated Together server in this process and runs a
+    /// realistic workload through it (no key, no network).
+    Demo(demo::DemoArgs),
+    /// Prints the effective limits (preset, tier or file).
+    Limits(LimitsArgs),
+    /// Compares this CLI with a plain retrying client against the simulator.
+    #[command(hide = true)]
+    Bench(bench::BenchArgs),
+}
+
+/// Where the limits come from.
+#[derive(Debug, Clone, Args)]
+struct LimitsSel {
+    /// A limits file (together-tower's preset TOML, plus an optional `[batch]` table).
+    #[arg(long, value_name = "FILE", conflicts_with = "tier")]
+    limits: Option<PathBuf>,
+    /// A preset: seed, free, tier-1 .. tier-5 (default: seed).
+    #[arg(long, value_name = "TIER")]
+    tier: Option<String>,
+    /// Runs every quota this many times faster (for a time-scaled simulator).
+    #[arg(long, hide = true, default_value_t = 1.0, value_name = "X")]
+    time_scale: f64,
+    /// Runs every quota this fraction under its rate (default 0.01).
+    #[arg(long, hide = true, value_name = "FRACTION")]
+    safety_margin: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The requests, one JSON per line.
+    input: PathBuf,
+    /// The results, one JSON per line (appended to; re-running resumes).
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// The API's base URL.
+    #[arg(long, default_value = together_tower::DEFAULT_BASE_URL, value_name = "URL")]
+    base_url: String,
+    #[command(flatten)]
+    limits: LimitsSel,
+    /// The path for lines without a `url` (and for bare request bodies).
+    #[arg(long, value_name = "PATH")]
+    endpoint: Option<String>,
+    /// Most requests in flight per route (waiting for their quota included).
+    #[arg(long, default_value_t = 128, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_in_flight: u32,
+    /// The environment variable holding the API key.
+    #[arg(long, default_value = together_tower::API_KEY_ENV, value_name = "NAME")]
+    api_key_env: String,
+    /// Sends again the lines whose earlier result was a failure.
+    #[arg(long)]
+    retry_failed: bool,
+    /// No progress (the summary is still printed).
+    #[arg(short, long)]
+    quiet: bool,
+    /// Writes the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Shares the quotas with other processes through Redis.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// How many processes share the key (each falls back to 1/N of each
+    /// quota while Redis is unreachable). Default 1.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    processes: Option<u32>,
+    /// Seconds between plain progress lines (when stderr is not a terminal).
+    #[arg(long, hide = true, default_value_t = 5.0, value_name = "SECS")]
+    progress_every: f64,
+}
+
+#[derive(Debug, Args)]
+struct LimitsArgs {
+    #[command(flatten)]
+    limits: LimitsSel,
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("together-batch: error: {msg}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.verbose {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(tracing::Level::DEBUG)
+            .init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run_command(args).await,
+            Command::Demo(args) => demo::demo(args).await,
+            Command::Limits(args) => limits_command(args),
+            Command::Bench(args) => bench::bench(args).await,
+        }
+    })
+}
+
+fn limits_command(args: LimitsArgs) -> ExitCode {
+    let sel = args.limits;
+    let source = match config::load(sel.limits.as_deref(), sel.tier.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let mut preset = source.preset.clone();
+    if sel.time_scale != 1.0 {
+        preset = preset.time_scaled(sel.time_scale);
+    }
+    if let Some(m) = sel.safety_margin {
+        preset = preset.safety_margin(m);
+    }
+    match preset.limits() {
+        Ok(limits) => {
+            print!("{}", config::render_table(&source, &limits, sel.time_scale));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("invalid limits: {e}")),
+    }
+}
+
+async fn run_command(args: RunArgs) -> ExitCode {
+    let sel = args.limits;
+    let source = match config::load(sel.limits.as_deref(), sel.tier.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    if !(sel.time_scale > 0.0 && sel.time_scale.is_finite()) {
+        return fail("--time-scale must be above 0");
+    }
+    let redis = args.redis.or_else(|| source.batch.redis.clone());
+    let processes = args.processes.or(source.batch.processes).unwrap_or(1);
+    if processes == 0 {
+        return fail("processes must be at least 1");
+    }
+    let opts = RunOptions {
+        input: args.input,
+        output: args.output,
+        base_url: args.base_url,
+        limits: source,
+        endpoint: args.endpoint,
+        max_in_flight: args.max_in_flight as usize,
+        api_key_env: args.api_key_env,
+        api_key: None,
+        retry_failed: args.retry_failed,
+        quiet: args.quiet,
+        report: args.report,
+        redis,
+        processes,
+        time_scale: sel.time_scale,
+        safety_margin: sel.safety_margin,
+        progress_every: Duration::from_secs_f64(args.progress_every.max(0.05)),
+    };
+    match run::run(opts).await {
+        Ok(report) => {
+            print!("{}", report.render());
+            if report.failed == 0 && report.unanswered == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(&e),
+    }
+}
