@@ -13,6 +13,7 @@ use http::{HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use serde::Serialize;
 use serde_json::{Value, json};
+use together_tower::error::source_chain;
 use together_tower::service::Attempts;
 use together_tower::{ClientService, DEFAULT_TIMEOUT, HttpBody, TogetherClient};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -300,17 +301,6 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        cur = s.source();
-    }
-    text
-}
-
 /// Sends one request; the result line's `status` and `response` or `error`.
 async fn send(
     service: ClientService,
@@ -342,7 +332,7 @@ async fn send(
             } else {
                 "transport"
             };
-            let message = key.scrub(&error_chain(&*e));
+            let message = key.scrub(&source_chain(&*e));
             return (
                 false,
                 0,
@@ -354,7 +344,7 @@ async fn send(
     let bytes = match res.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            let message = key.scrub(&error_chain(&*e));
+            let message = key.scrub(&source_chain(&*e));
             return (
                 false,
                 status.as_u16(),

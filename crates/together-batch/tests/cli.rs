@@ -25,18 +25,7 @@ async fn sim() -> SimHandle {
 }
 
 fn run_args<'a>(input: &'a Path, output: &'a Path, base: &'a str) -> Vec<&'a str> {
-    vec![
-        "run",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-        "--base-url",
-        base,
-        "--time-scale",
-        "20",
-        "--safety-margin",
-        "0.05",
-    ]
+    common::run_args(input, output, base, "20", "0.05", &[])
 }
 
 fn lines(items: &[String]) -> String {

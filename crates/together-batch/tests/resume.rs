@@ -25,20 +25,14 @@ async fn sim() -> SimHandle {
 }
 
 fn args<'a>(input: &'a Path, output: &'a Path, base: &'a str) -> Vec<&'a str> {
-    vec![
-        "run",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-        "--base-url",
+    common::run_args(
+        input,
+        output,
         base,
-        "--time-scale",
         "10",
-        "--safety-margin",
         "0.03",
-        "--progress-every",
-        "0.2",
-    ]
+        &["--progress-every", "0.2"],
+    )
 }
 
 /// Waits until the output holds at least `n` lines.

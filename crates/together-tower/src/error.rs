@@ -248,7 +248,8 @@ impl Error {
     }
 }
 
-fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its sources, joined with `": "`, as one line for logs and output.
+pub fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {

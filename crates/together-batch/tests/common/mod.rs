@@ -132,3 +132,29 @@ pub fn redis_url(test: &str) -> Option<String> {
     );
     None
 }
+
+/// `run INPUT -o OUTPUT` against `base` with the client's quotas scaled by
+/// `scale` (as the simulator's) and a safety `margin`, plus `extra` flags.
+pub fn run_args<'a>(
+    input: &'a Path,
+    output: &'a Path,
+    base: &'a str,
+    scale: &'a str,
+    margin: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "--base-url",
+        base,
+        "--time-scale",
+        scale,
+        "--safety-margin",
+        margin,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
