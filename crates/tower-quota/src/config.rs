@@ -3,11 +3,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::Method;
+use http::{HeaderName, Method};
 use serde::Deserialize;
 
+use crate::adaptive::{Adaptive, LearnParams, RateHeaders};
 use crate::cost::{Cost, KeyBy, TokenEstimate};
 use crate::rate::{Rate, parse_duration};
 use crate::route::RouteMatcher;
@@ -46,6 +48,7 @@ pub struct Quota {
     cost: Option<Cost>,
     key: Option<KeyBy>,
     overrides: Vec<(String, Rate, Option<NonZeroU32>)>,
+    learn: Option<Adaptive>,
 }
 
 impl Quota {
@@ -57,6 +60,21 @@ impl Quota {
             cost: None,
             key: None,
             overrides: Vec::new(),
+            learn: None,
+        }
+    }
+
+    /// A quota whose pace is learned from the server (see [`adaptive`](crate::adaptive)),
+    /// starting at `learn`'s start rate. Overrides stay static: an override
+    /// pins its key to a fixed rate.
+    ///
+    /// For a token quota the burst follows the learned pace (one second's
+    /// worth), and a request estimated above it waits for a full burst
+    /// instead of failing with [`CostTooHigh`](crate::error::CostTooHigh).
+    pub fn adaptive(learn: Adaptive) -> Self {
+        Quota {
+            learn: Some(learn.clone()),
+            ..Quota::new(learn.start)
         }
     }
 
@@ -175,6 +193,18 @@ pub(crate) struct CompiledQuota {
     pub(crate) overrides: HashMap<String, CellParams>,
     pub(crate) cost: Cost,
     pub(crate) key: Option<KeyBy>,
+    /// How the default cells learn their pace; `None` for a static quota.
+    pub(crate) learn: Option<Arc<LearnParams>>,
+}
+
+impl CompiledQuota {
+    /// The parameters of the cell for `key`, and how it learns (an override is static).
+    pub(crate) fn params_for(&self, key: Option<&str>) -> (&CellParams, Option<&Arc<LearnParams>>) {
+        match key.and_then(|k| self.overrides.get(k)) {
+            Some(params) => (params, None),
+            None => (&self.default, self.learn.as_ref()),
+        }
+    }
 }
 
 /// The effective parameters of one limiter cell.
@@ -213,18 +243,23 @@ impl Limits {
     pub fn table(&self) -> Vec<LimitRow> {
         let mut rows = Vec::new();
         for q in &self.quotas {
-            let row = |name: String, p: &CellParams| LimitRow {
+            let row = |name: String, p: &CellParams, learned: bool| LimitRow {
                 quota: name,
                 rate: p.rate.clone(),
                 burst: p.burst,
                 interval: p.interval,
                 keyed: q.key.is_some(),
+                learned: q
+                    .learn
+                    .as_ref()
+                    .filter(|_| learned)
+                    .map(|l| (l.floor, l.ceiling)),
             };
-            rows.push(row(q.name.clone(), &q.default));
+            rows.push(row(q.name.clone(), &q.default, true));
             let mut keys: Vec<_> = q.overrides.iter().collect();
             keys.sort_by(|a, b| a.0.cmp(b.0));
             for (key, p) in keys {
-                rows.push(row(format!("{}[{key}]", q.name), p));
+                rows.push(row(format!("{}[{key}]", q.name), p, false));
             }
         }
         rows
@@ -262,6 +297,9 @@ pub struct LimitRow {
     pub interval: Duration,
     /// Whether the quota is kept per key.
     pub keyed: bool,
+    /// For a learned (adaptive) quota, the bounds of its pace in units per
+    /// second, `(floor, ceiling)`; `rate` is then the start rate.
+    pub learned: Option<(f64, f64)>,
 }
 
 /// Builds [`Limits`] in code.
@@ -414,12 +452,19 @@ impl LimitsBuilder {
                 }
                 overrides.insert(key.clone(), cell_params(rate, *burst, weighted, margin));
             }
+            let learn = match &quota.learn {
+                None => None,
+                Some(a) => Some(Arc::new(LearnParams::new(a, weighted).map_err(
+                    |(field, reason)| InvalidConfig::new(format!("{entry}.{field}"), reason),
+                )?)),
+            };
             quotas.push(CompiledQuota {
                 name,
                 default,
                 overrides,
                 cost,
                 key: quota.key,
+                learn,
             });
         }
         let compile = |name: String,
@@ -594,8 +639,17 @@ pub enum UnmatchedFile {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct QuotaFile {
-    /// The rate, like `"600/min"` or `"180000 tokens/min"`.
-    pub rate: String,
+    /// The rate, like `"600/min"` or `"180000 tokens/min"`; `"auto"` (or
+    /// `"auto tokens"`) or `{ start = "1/s", min = "6/min", max = "40/s" }`
+    /// to learn it (see [`adaptive`](crate::adaptive)).
+    pub rate: RateFile,
+    /// Where a learned rate is read from: a preset name (`"together-requests"`,
+    /// `"together-tokens"`, `"openai-requests"`, `"openai-tokens"`), `"none"`
+    /// (probe only, the default), or a table
+    /// `{ limit = ["..."], remaining = ["..."], reset = "...", period = "1s" }`.
+    pub headers: Option<HeadersFile>,
+    /// How a learned rate probes: `{ increase = 0.05, decrease = 0.7, ramp = 2.0, ramp_window = "10s" }`.
+    pub learn: Option<LearnFile>,
     /// The burst (default 1 for requests, one second's worth for tokens).
     pub burst: Option<u32>,
     /// `"body:<field>"` or `"header:<name>"`.
@@ -605,6 +659,169 @@ pub struct QuotaFile {
     /// Per-key rates: `"key" = "9/min"` or `"key" = { rate = "9/min", burst = 2 }`.
     #[serde(default)]
     pub overrides: BTreeMap<String, OverrideFile>,
+}
+
+/// A quota's rate in TOML: fixed or learned.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RateFile {
+    /// `"600/min"`, or `"auto"` / `"auto tokens"` to learn it from the defaults.
+    Text(String),
+    /// A learned rate with explicit bounds.
+    Learned {
+        /// Where learning starts, like `"1/s"` (its unit decides what is counted).
+        start: String,
+        /// The floor (default a tenth of the start).
+        min: Option<String>,
+        /// The ceiling (default a thousand times the start).
+        max: Option<String>,
+    },
+}
+
+impl Default for RateFile {
+    fn default() -> Self {
+        RateFile::Text(String::new())
+    }
+}
+
+/// Where a learned rate's headers are, in TOML.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum HeadersFile {
+    /// A preset name or `"none"`.
+    Preset(String),
+    /// Header names and the period their values count in.
+    Names {
+        /// Headers carrying the limit (the lowest present binds).
+        #[serde(default)]
+        limit: Vec<String>,
+        /// Headers carrying what is left.
+        #[serde(default)]
+        remaining: Vec<String>,
+        /// A header carrying the reset (seconds or `6m0s`).
+        reset: Option<String>,
+        /// The period the values count in, like `"1s"` or `"1min"`.
+        period: String,
+    },
+}
+
+/// How a learned rate probes, in TOML; see [`Adaptive`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LearnFile {
+    /// See [`Adaptive::increase`].
+    pub increase: Option<f64>,
+    /// See [`Adaptive::decrease`].
+    pub decrease: Option<f64>,
+    /// See [`Adaptive::ramp`].
+    pub ramp: Option<f64>,
+    /// The ramp window, like `"10s"`.
+    pub ramp_window: Option<String>,
+}
+
+/// The start rate of `rate = "auto"`: one request a second (Together's
+/// documented base of 60 per minute).
+pub const AUTO_START: &str = "1/s";
+/// The start rate of `rate = "auto tokens"`.
+pub const AUTO_START_TOKENS: &str = "1000 tokens/s";
+
+/// A learned quota from its TOML parts; errors name `entry`.
+fn learned_quota(
+    entry: &str,
+    rate: &RateFile,
+    headers: Option<&HeadersFile>,
+    learn: Option<&LearnFile>,
+) -> Result<Option<Quota>, InvalidConfig> {
+    let parse = |field: &str, text: &str| {
+        text.parse::<Rate>()
+            .map_err(|e| InvalidConfig::new(format!("{entry}.{field}"), e.to_string()))
+    };
+    let mut a = match rate {
+        RateFile::Text(t) if t.trim() == "auto" => Adaptive::new(parse("rate", AUTO_START)?),
+        RateFile::Text(t) if t.split_whitespace().eq(["auto", "tokens"]) => {
+            Adaptive::new(parse("rate", AUTO_START_TOKENS)?)
+        }
+        RateFile::Text(_) => {
+            if headers.is_some() || learn.is_some() {
+                return Err(InvalidConfig::new(
+                    entry,
+                    "`headers` and `learn` need a learned rate (rate = \"auto\" or { start = ... })",
+                ));
+            }
+            return Ok(None);
+        }
+        RateFile::Learned { start, min, max } => {
+            let mut a = Adaptive::new(parse("rate.start", start)?);
+            if let Some(min) = min {
+                a = a.floor(parse("rate.min", min)?);
+            }
+            if let Some(max) = max {
+                a = a.ceiling(parse("rate.max", max)?);
+            }
+            a
+        }
+    };
+    match headers {
+        None => {}
+        Some(HeadersFile::Preset(name)) if name == "none" => {}
+        Some(HeadersFile::Preset(name)) => {
+            a = a.headers(RateHeaders::preset(name).ok_or_else(|| {
+                InvalidConfig::new(
+                    format!("{entry}.headers"),
+                    format!("{name:?}: use together-requests, together-tokens, openai-requests, openai-tokens, none or a table"),
+                )
+            })?);
+        }
+        Some(HeadersFile::Names {
+            limit,
+            remaining,
+            reset,
+            period,
+        }) => {
+            let field = format!("{entry}.headers");
+            let period = parse_duration(period)
+                .map_err(|e| InvalidConfig::new(format!("{field}.period"), e.to_string()))?;
+            let check = |name: &String| {
+                HeaderName::try_from(name.as_str())
+                    .map(|_| ())
+                    .map_err(|_| {
+                        InvalidConfig::new(&field, format!("{name:?} is not a header name"))
+                    })
+            };
+            let mut h = RateHeaders::new(period);
+            for name in limit {
+                check(name)?;
+                h = h.limit(name);
+            }
+            for name in remaining {
+                check(name)?;
+                h = h.remaining(name);
+            }
+            if let Some(name) = reset {
+                check(name)?;
+                h = h.reset(name);
+            }
+            a = a.headers(h);
+        }
+    }
+    if let Some(l) = learn {
+        if let Some(v) = l.increase {
+            a = a.increase(v);
+        }
+        if let Some(v) = l.decrease {
+            a = a.decrease(v);
+        }
+        let window = match &l.ramp_window {
+            Some(text) => parse_duration(text).map_err(|e| {
+                InvalidConfig::new(format!("{entry}.learn.ramp_window"), e.to_string())
+            })?,
+            None => a.ramp_window,
+        };
+        let multiple = l.ramp.unwrap_or(a.ramp);
+        a = a.ramp(multiple, window);
+    }
+    Ok(Some(Quota::adaptive(a)))
 }
 
 /// A per-key override in TOML.
@@ -690,7 +907,14 @@ impl LimitsFile {
                     InvalidConfig::new(format!("{entry}.{field}"), "the burst must be > 0")
                 }),
             };
-            let mut quota = Quota::new(rate("rate", &q.rate)?);
+            let mut quota =
+                match learned_quota(&entry, &q.rate, q.headers.as_ref(), q.learn.as_ref())? {
+                    Some(quota) => quota,
+                    None => match &q.rate {
+                        RateFile::Text(text) => Quota::new(rate("rate", text)?),
+                        RateFile::Learned { .. } => unreachable!("a learned rate makes a quota"),
+                    },
+                };
             if let Some(n) = burst("burst", q.burst)? {
                 quota = quota.burst(n);
             }

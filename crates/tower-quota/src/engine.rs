@@ -34,14 +34,27 @@ use tokio::time::Instant;
 use tower_retry_after::hint::{HintSource, parse_wait_hint};
 
 use crate::BoxError;
+use crate::adaptive::{LearnParams, PaceSource};
 use crate::config::{CellParams, CompiledRoute, Limits};
 use crate::error::{CostTooHigh, StoreUnavailable, WaitTimeout};
+use crate::learn::Learner;
 use crate::shared::{OnStoreFailure, SharedCell, SharedDecision, SharedOptions, SharedStore};
 
 /// How often idle keyed cells are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// The most decision rounds one head makes in one attempt.
 const MAX_ROUNDS: usize = 16;
+/// How long an idle keyed cell keeps what it learned before it is swept.
+const LEARNED_IDLE: Duration = Duration::from_secs(300);
+
+/// A cell a granted request drew on: what to read its answer against.
+#[derive(Debug, Clone)]
+pub(crate) struct Granted {
+    pub(crate) key: CellKey,
+    cost: u32,
+    /// The cell's learning epoch at the grant.
+    epoch: u64,
+}
 
 /// The identity of one limiter cell: a quota and, for keyed quotas, a key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -91,31 +104,93 @@ struct Cell {
     tat: Arc<AtomicU64>,
     clock: Arc<AtomicU64>,
     params: CellParams,
+    /// The share of the quota this cell enforces (below 1 only as a shared store's fallback).
+    share: f64,
     queue: VecDeque<u64>,
     queued_cost: u64,
     hold_until: Option<Instant>,
+    /// The learned pace of an adaptive quota's cell.
+    learner: Option<Box<Learner>>,
+    last_used: Instant,
+}
+
+/// A governor limiter pacing at `interval` (after the share) with `burst`,
+/// over the cell's own state and clock.
+fn limiter(
+    interval: Duration,
+    burst: NonZeroU32,
+    tat: &Arc<AtomicU64>,
+    clock: &Arc<AtomicU64>,
+) -> Governor {
+    let quota = governor::Quota::with_period(interval.max(Duration::from_nanos(1)))
+        .expect("interval is never zero")
+        .allow_burst(burst);
+    // The limiter's start is the clock's reading now: make it the engine's base.
+    let decision = clock.swap(0, Ordering::Relaxed);
+    let governor = RateLimiter::new(quota, TatStore(tat.clone()), DecisionClock(clock.clone()));
+    clock.store(decision, Ordering::Relaxed);
+    governor
 }
 
 impl Cell {
     /// A cell at `share` of its quota (1.0 but when it is a fallback for a shared store).
-    fn new(params: &CellParams, share: f64) -> Self {
+    fn new(
+        params: &CellParams,
+        share: f64,
+        learn: Option<&Arc<LearnParams>>,
+        margin: f64,
+        now: Instant,
+    ) -> Self {
         let tat = Arc::new(AtomicU64::new(NO_STATE));
         let clock = Arc::new(AtomicU64::new(0));
-        let interval = params.interval.div_f64(share).max(Duration::from_nanos(1));
-        let quota = governor::Quota::with_period(interval)
-            .expect("interval is never zero")
-            .allow_burst(params.burst);
-        // The clock reads 0 here, so the limiter's start is the engine's base instant.
-        let governor = RateLimiter::new(quota, TatStore(tat.clone()), DecisionClock(clock.clone()));
-        Cell {
+        let governor = limiter(params.interval.div_f64(share), params.burst, &tat, &clock);
+        let mut cell = Cell {
             governor,
             tat,
             clock,
             params: params.clone(),
+            share,
             queue: VecDeque::new(),
             queued_cost: 0,
             hold_until: None,
+            learner: learn.map(|l| Box::new(Learner::new(l.clone()))),
+            last_used: now,
+        };
+        cell.repace(margin);
+        cell
+    }
+
+    /// Paces a learning cell at its learner's pace, keeping its GCRA state:
+    /// the next grant follows the new interval from where the schedule stands.
+    fn repace(&mut self, margin: f64) {
+        let Some(learner) = &mut self.learner else {
+            return;
+        };
+        let pace = learner.apply();
+        let interval = Duration::from_secs_f64(1.0 / (pace * (1.0 - margin)));
+        if learner.weighted() {
+            // One second's worth at the learned pace.
+            let per_sec = pace.ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+            self.params.burst = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
         }
+        self.params.interval = interval.max(Duration::from_nanos(1));
+        self.governor = limiter(
+            self.params.interval.div_f64(self.share),
+            self.params.burst,
+            &self.tat,
+            &self.clock,
+        );
+    }
+
+    /// Charges `units` someone else spent: the schedule moves on as if this
+    /// cell had granted them.
+    fn charge(&mut self, now_off: Duration, units: f64) {
+        let tat = self.tat().unwrap_or(now_off).max(now_off);
+        let later = tat + self.params.interval.mul_f64(units.max(0.0));
+        self.tat.store(
+            u64::try_from(later.as_nanos()).unwrap_or(u64::MAX - 1),
+            Ordering::Relaxed,
+        );
     }
 
     /// The TAT as an offset from the base, or `None` before the first grant.
@@ -183,7 +258,7 @@ pub(crate) enum Admission {
 /// What one attempt by a waiter came to.
 pub(crate) enum Attempt {
     /// Every cell granted; the request may go. Carries the cells for feedback.
-    Granted(Vec<CellKey>),
+    Granted(Vec<Granted>),
     /// A head refused until this instant.
     WaitUntil(Instant),
     /// Not yet at the front of all its queues; the waker is stored.
@@ -262,6 +337,7 @@ impl Engine {
         let now = Instant::now();
         let now_off = self.offset(now);
         let share = self.local_share();
+        let margin = self.limits.safety_margin;
         let mut state = self.lock();
         if now.saturating_duration_since(state.last_sweep) >= SWEEP_EVERY {
             state.sweep(now_off, now);
@@ -270,16 +346,16 @@ impl Engine {
         let mut earliest = now;
         for (key, cost) in cells {
             let quota = &self.limits.quotas[key.quota];
-            let params = key
-                .key
-                .as_deref()
-                .and_then(|k| quota.overrides.get(k))
-                .unwrap_or(&quota.default);
-            let cell = state
-                .cells
-                .entry(key.clone())
-                .or_insert_with(|| Cell::new(params, share));
-            let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
+            let cell = state.cells.entry(key.clone()).or_insert_with(|| {
+                let (params, learn) = quota.params_for(key.key.as_deref());
+                Cell::new(params, share, learn, margin, now)
+            });
+            cell.last_used = now;
+            let mut cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
+            if cell.learner.is_some() {
+                // A learned burst moves with the pace: wait for a full one instead of failing.
+                cost = cost.min(cell.params.burst);
+            }
             if cost > cell.params.burst {
                 return Err(CostTooHigh::new(
                     quota.name.clone(),
@@ -507,10 +583,14 @@ impl Engine {
         self.lock().remove(id);
     }
 
-    /// Reads a response for server feedback and holds `cells` if it asks for a pause.
-    pub(crate) fn feedback(&self, cells: &[CellKey], status: StatusCode, headers: &HeaderMap) {
-        if !self.limits.feedback || cells.is_empty() {
-            return;
+    /// What a response asks of every cell it drew on: a hold and why.
+    fn hold_for(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> Option<(Duration, &'static str)> {
+        if !self.limits.feedback {
+            return None;
         }
         let hint = parse_wait_hint(headers, SystemTime::now());
         let remaining_zero = headers
@@ -527,27 +607,99 @@ impl Engine {
         } else if let Some(h) = explicit {
             (h.delay, "retry-after")
         } else if remaining_zero && self.limits.hold_on_remaining_zero {
-            match hint {
-                Some(h) => (h.delay, "x-ratelimit-remaining: 0"),
-                None => return,
-            }
+            (hint?.delay, "x-ratelimit-remaining: 0")
         } else {
-            return;
+            return None;
         };
-        if delay.is_zero() {
+        (!delay.is_zero()).then_some((delay, reason))
+    }
+
+    /// Reads a response to a request granted on `cells`: holds them if the
+    /// server asks for a pause, and lets learning cells learn from it.
+    pub(crate) fn feedback(&self, cells: &[Granted], status: StatusCode, headers: &HeaderMap) {
+        let hold = self.hold_for(status, headers);
+        let learns = cells
+            .iter()
+            .any(|g| self.limits.quotas[g.key.quota].learn.is_some());
+        if hold.is_none() && !learns {
             return;
         }
-        let until = Instant::now() + delay;
+        let now = Instant::now();
+        let now_off = self.offset(now);
+        let margin = self.limits.safety_margin;
         let mut state = self.lock();
-        for key in cells {
-            if let Some(cell) = state.cells.get_mut(key)
+        for granted in cells {
+            let Some(cell) = state.cells.get_mut(&granted.key) else {
+                continue;
+            };
+            let name = CellName {
+                quota: &self.limits.quotas[granted.key.quota].name,
+                key: granted.key.key.as_deref(),
+            };
+            let mut hold = hold.map(|(delay, reason)| (now + delay, delay, reason));
+            if let Some(learner) = cell.learner.as_mut() {
+                let cost = f64::from(granted.cost);
+                let learned = learner.answered(now, status, headers, cost, granted.epoch, &name);
+                if learned.repace {
+                    cell.repace(margin);
+                }
+                if learned.charge > 0.0 {
+                    tracing::debug!(cell = %name, units = learned.charge, "rate limit: the server counts more spent than this cell did; charging the difference");
+                    cell.charge(now_off, learned.charge);
+                }
+                if let Some(delay) = learned.hold
+                    && hold.is_none_or(|(until, ..)| until < now + delay)
+                {
+                    hold = Some((now + delay, delay, "remaining: 0"));
+                }
+            }
+            if let Some((until, delay, reason)) = hold
                 && cell.hold_until.is_none_or(|h| h < until)
             {
                 cell.hold_until = Some(until);
-                let quota = &self.limits.quotas[key.quota].name;
-                tracing::info!(%quota, key = key.key.as_deref(), ?delay, reason, "rate limit: holding");
+                tracing::info!(
+                    quota = name.quota,
+                    key = name.key,
+                    ?delay,
+                    reason,
+                    "rate limit: holding"
+                );
             }
         }
+    }
+
+    /// Starts a learning cell at `per_second` (a pace remembered from an
+    /// earlier run). Returns false when the quota does not learn or `key`
+    /// has a static override.
+    pub(crate) fn seed_pace(&self, quota: &str, key: Option<&str>, per_second: f64) -> bool {
+        let Some(index) = self.limits.quotas.iter().position(|q| q.name == quota) else {
+            return false;
+        };
+        let q = &self.limits.quotas[index];
+        let (params, learn) = q.params_for(key);
+        if learn.is_none() || key.is_some() != q.key.is_some() {
+            return false;
+        }
+        let now = Instant::now();
+        let share = self.local_share();
+        let margin = self.limits.safety_margin;
+        let mut state = self.lock();
+        let cell = state
+            .cells
+            .entry(CellKey {
+                quota: index,
+                key: key.map(Arc::from),
+            })
+            .or_insert_with(|| Cell::new(params, share, learn, margin, now));
+        cell.last_used = now;
+        let learner = cell
+            .learner
+            .as_mut()
+            .expect("a learning quota's cell learns");
+        if learner.seed(now, per_second, &CellName { quota, key }) {
+            cell.repace(margin);
+        }
+        true
     }
 
     pub(crate) fn snapshot(&self) -> crate::Snapshot {
@@ -559,7 +711,14 @@ impl Engine {
             .iter()
             .map(|(key, cell)| {
                 let next = self.base + cell.earliest(now_off, 1);
+                let (pace, source, changed_at) = match &cell.learner {
+                    Some(l) => (l.pace, l.source, l.changed_at),
+                    None => (cell.params.rate.per_second_f64(), PaceSource::Static, None),
+                };
                 crate::snapshot::CellSnapshot {
+                    pace,
+                    source,
+                    changed_at,
                     quota: self.limits.quotas[key.quota].name.clone(),
                     key: key.key.as_deref().map(str::to_owned),
                     queued: cell.queue.len(),
@@ -579,11 +738,15 @@ impl State {
     /// The new front inherits the grant's decision time as the earliest it
     /// may decide at: it continues the schedule from where this grant stood,
     /// rather than from its own (later) wake-up.
-    fn grant(&mut self, id: u64, decision: Instant) -> Vec<CellKey> {
+    fn grant(&mut self, id: u64, decision: Instant) -> Vec<Granted> {
         let waiter = self.waiters.remove(&id).expect("granted waiter exists");
         let mut keys = Vec::with_capacity(waiter.cells.len());
         for (key, cost) in waiter.cells {
             let cell = self.cells.get_mut(&key).expect("cell of a live waiter");
+            let epoch = cell.learner.as_mut().map_or(0, |l| {
+                l.granted(decision, f64::from(cost.get()));
+                l.epoch
+            });
             let front = cell.queue.pop_front();
             debug_assert_eq!(front, Some(id));
             cell.queued_cost -= u64::from(cost.get());
@@ -595,7 +758,11 @@ impl State {
                     waker.wake();
                 }
             }
-            keys.push(key);
+            keys.push(Granted {
+                key,
+                cost: cost.get(),
+                epoch,
+            });
         }
         keys
     }
@@ -627,9 +794,26 @@ impl State {
         self.cells.retain(|key, cell| {
             key.key.is_none()
                 || !cell.queue.is_empty()
+                || (cell.learner.is_some()
+                    && now.saturating_duration_since(cell.last_used) < LEARNED_IDLE)
                 || cell.hold_until.is_some_and(|h| h > now)
                 || cell.tat().is_some_and(|tat| tat > now_off)
         });
+    }
+}
+
+/// A cell's name in traces: `quota` or `quota[key]`.
+pub(crate) struct CellName<'a> {
+    pub(crate) quota: &'a str,
+    pub(crate) key: Option<&'a str>,
+}
+
+impl std::fmt::Display for CellName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.key {
+            Some(key) => write!(f, "{}[{key}]", self.quota),
+            None => f.write_str(self.quota),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::time::{Sleep, Timeout, sleep_until, timeout};
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::engine::{Attempt, CellKey, Engine};
+use crate::engine::{Attempt, Engine, Granted};
 use crate::shared::DecisionFuture;
 
 pin_project! {
@@ -71,7 +71,7 @@ impl Drop for Ticket {
 /// The cells a granted request drew on, to hold them if the server pushes back.
 struct Feedback {
     engine: Arc<Engine>,
-    cells: Vec<CellKey>,
+    cells: Vec<Granted>,
 }
 
 impl<S, B> ResponseFuture<S, B>

@@ -53,6 +53,16 @@ impl RateLimitLayer {
         self.engine.snapshot()
     }
 
+    /// Starts a learning quota's cell at `per_second` units per second, for
+    /// a pace remembered from an earlier run (source
+    /// [`PaceSource::Saved`](crate::PaceSource::Saved)); it learns on from
+    /// there. `key` names the cell of a keyed quota. Returns false (and
+    /// does nothing) when no learning quota has that name or the key has a
+    /// static override. The pace is kept within the quota's bounds.
+    pub fn seed_pace(&self, quota: &str, key: Option<&str>, per_second: f64) -> bool {
+        self.engine.seed_pace(quota, key, per_second)
+    }
+
     /// The limits this layer enforces.
     pub fn limits(&self) -> &Limits {
         &self.engine.limits

@@ -61,6 +61,7 @@
 //! [governor]: https://docs.rs/governor
 #![forbid(unsafe_code)]
 
+pub mod adaptive;
 mod body;
 mod config;
 mod cost;
@@ -68,17 +69,19 @@ mod engine;
 pub mod error;
 pub mod future;
 mod layer;
+mod learn;
 mod rate;
 mod route;
 mod service;
 pub mod shared;
 mod snapshot;
 
+pub use adaptive::{Adaptive, PaceSource, RateHeaders};
 pub use body::PeekBody;
 pub use config::{
-    DEFAULT_CATCH_UP, DEFAULT_HOLD, DEFAULT_SAFETY_MARGIN, InvalidConfig, LimitRow, Limits,
-    LimitsBuilder, LimitsFile, OverrideFile, Quota, QuotaFile, Route, RouteFile, Unmatched,
-    UnmatchedFile,
+    AUTO_START, AUTO_START_TOKENS, DEFAULT_CATCH_UP, DEFAULT_HOLD, DEFAULT_SAFETY_MARGIN,
+    HeadersFile, InvalidConfig, LearnFile, LimitRow, Limits, LimitsBuilder, LimitsFile,
+    OverrideFile, Quota, QuotaFile, RateFile, Route, RouteFile, Unmatched, UnmatchedFile,
 };
 pub use cost::{Cost, CostFn, KeyBy, TokenEstimate};
 pub use layer::RateLimitLayer;

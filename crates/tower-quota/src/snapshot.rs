@@ -2,6 +2,8 @@
 
 use tokio::time::Instant;
 
+use crate::adaptive::PaceSource;
+
 /// The state of every limiter cell at one instant.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -13,7 +15,7 @@ pub struct Snapshot {
 }
 
 /// One quota (or one key of a keyed quota).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct CellSnapshot {
     /// The quota's name.
@@ -26,6 +28,13 @@ pub struct CellSnapshot {
     pub next_free: Instant,
     /// Until when server feedback holds this cell, if it does.
     pub hold_until: Option<Instant>,
+    /// The pace in force, in units per second before the safety margin:
+    /// the configured rate, or what the cell learned.
+    pub pace: f64,
+    /// Where the pace comes from.
+    pub source: PaceSource,
+    /// When a learning cell's pace last changed (`None`: never, or static).
+    pub changed_at: Option<Instant>,
 }
 
 impl Snapshot {

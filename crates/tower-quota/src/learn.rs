@@ -1,0 +1,408 @@
+//! The learned pace of one cell: header following and probing.
+//!
+//! The rules are in the [`adaptive`](crate::adaptive) module docs; this is
+//! the state machine. All of it runs under the engine's lock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, StatusCode};
+use tokio::time::Instant;
+
+use crate::adaptive::{LearnParams, PaceSource};
+use crate::engine::CellName;
+
+/// Header values above this are absurd, not a limit: ignored.
+const ABSURD: f64 = 1e12;
+/// How long a reset may hold a cell before it is taken for garbage.
+const MAX_RESET: Duration = Duration::from_secs(86_400);
+/// The cell is re-paced when the pace moved this share from the applied one.
+const MIN_CHANGE: f64 = 0.002;
+/// Changes this large (as a share) are traced at `info`.
+const NOTABLE_CHANGE: f64 = 0.1;
+/// At most one `info` event per cell this often.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+/// After a cut the pace climbs back fast (this share of the pace cut from,
+/// per second) to [`RECOVER_TO`] of it, then probes on at the additive increase.
+const RECOVER: f64 = 0.25;
+/// Where fast recovery stops, as a share of the pace cut from: the 429
+/// came when the pace had already run past the limit.
+const RECOVER_TO: f64 = 0.9;
+
+const BUCKETS: usize = 16;
+
+/// A sum over a sliding window, kept in `BUCKETS` buckets: [`sum`](Self::sum)
+/// covers at least the whole window (it leans to counting more history),
+/// [`sum_within`](Self::sum_within) at most the window (it leans to less).
+#[derive(Debug, Clone)]
+pub(crate) struct Rolling {
+    width: Duration,
+    buckets: [f64; BUCKETS],
+    head: usize,
+    head_start: Option<Instant>,
+}
+
+impl Rolling {
+    pub(crate) fn new(window: Duration) -> Self {
+        Rolling {
+            width: (window / (BUCKETS as u32 - 1)).max(Duration::from_micros(1)),
+            buckets: [0.0; BUCKETS],
+            head: 0,
+            head_start: None,
+        }
+    }
+
+    fn advance(&mut self, now: Instant) {
+        let Some(start) = self.head_start else {
+            self.head_start = Some(now);
+            return;
+        };
+        let steps = now.saturating_duration_since(start).as_nanos() / self.width.as_nanos();
+        if steps == 0 {
+            return;
+        }
+        if steps >= BUCKETS as u128 {
+            self.buckets = [0.0; BUCKETS];
+            self.head_start = Some(now);
+            return;
+        }
+        for _ in 0..steps {
+            self.head = (self.head + 1) % BUCKETS;
+            self.buckets[self.head] = 0.0;
+        }
+        self.head_start = Some(start + self.width * steps as u32);
+    }
+
+    pub(crate) fn add(&mut self, now: Instant, amount: f64) {
+        self.advance(now);
+        self.buckets[self.head] += amount;
+    }
+
+    /// The sum over at least the last window.
+    pub(crate) fn sum(&mut self, now: Instant) -> f64 {
+        self.advance(now);
+        self.buckets.iter().sum()
+    }
+
+    /// The sum over at most the last window: the oldest bucket left out.
+    pub(crate) fn sum_within(&mut self, now: Instant) -> f64 {
+        self.advance(now);
+        let oldest = (self.head + 1) % BUCKETS;
+        self.sum(now) - self.buckets[oldest]
+    }
+}
+
+/// What a response changed in a cell.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct Learned {
+    /// The pace changed: the cell must be re-paced.
+    pub(crate) repace: bool,
+    /// Units someone else spent from the server's limit: charged to the cell.
+    pub(crate) charge: f64,
+    /// The server says the limit is spent until this long from now.
+    pub(crate) hold: Option<Duration>,
+}
+
+/// One cell's learned pace.
+#[derive(Debug, Clone)]
+pub(crate) struct Learner {
+    params: Arc<LearnParams>,
+    /// Units per second, before the safety margin.
+    pub(crate) pace: f64,
+    /// The pace the cell's limiter runs at (re-paced after larger moves).
+    applied: f64,
+    pub(crate) source: PaceSource,
+    pub(crate) changed_at: Option<Instant>,
+    /// Bumped by every cut: a 429 to a request granted before the last cut
+    /// belongs to the same episode and does not cut again.
+    pub(crate) epoch: u64,
+    /// The pace the last cut started from (`None` before the first cut: slow start).
+    cut_from: Option<f64>,
+    grown_at: Option<Instant>,
+    header_at: Option<Instant>,
+    successes: Rolling,
+    spent: Option<Rolling>,
+    logged: Option<(Instant, f64)>,
+}
+
+/// A number from the first of `names` present, the lowest where several are.
+enum Reading {
+    Absent,
+    Value(f64),
+    Garbage(HeaderName),
+}
+
+fn read_lowest(headers: &HeaderMap, names: &[HeaderName]) -> Reading {
+    let mut lowest: Option<f64> = None;
+    for name in names {
+        let Some(value) = headers.get(name) else {
+            continue;
+        };
+        let number = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0 && *v < ABSURD);
+        match number {
+            Some(v) => lowest = Some(lowest.map_or(v, |l| l.min(v))),
+            None => return Reading::Garbage(name.clone()),
+        }
+    }
+    lowest.map_or(Reading::Absent, Reading::Value)
+}
+
+/// A reset: seconds (`0.075`, `2`) or a Go-style duration (`6m0s`, `1.5s`, `20ms`).
+pub(crate) fn parse_reset(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let secs = if let Ok(v) = text.parse::<f64>() {
+        v
+    } else {
+        let mut total = 0.0;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .filter(|&i| i > 0)?;
+            let (number, tail) = rest.split_at(end);
+            let number: f64 = number.parse().ok()?;
+            let unit_end = tail
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(tail.len());
+            let (unit, tail) = tail.split_at(unit_end);
+            total += number
+                * match unit {
+                    "h" => 3600.0,
+                    "m" => 60.0,
+                    "s" => 1.0,
+                    "ms" => 0.001,
+                    "us" | "µs" => 0.000_001,
+                    "ns" => 0.000_000_001,
+                    _ => return None,
+                };
+            rest = tail;
+        }
+        total
+    };
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| *d <= MAX_RESET)
+}
+
+impl Learner {
+    pub(crate) fn new(params: Arc<LearnParams>) -> Self {
+        let spent = params.headers.as_ref().map(|h| Rolling::new(h.period));
+        Learner {
+            pace: params.start,
+            applied: params.start,
+            source: PaceSource::Start,
+            changed_at: None,
+            epoch: 0,
+            cut_from: None,
+            grown_at: None,
+            header_at: None,
+            successes: Rolling::new(params.ramp_window),
+            spent,
+            logged: None,
+            params,
+        }
+    }
+
+    pub(crate) fn weighted(&self) -> bool {
+        self.params.weighted
+    }
+
+    /// The pace to run the cell's limiter at; noted as applied.
+    pub(crate) fn apply(&mut self) -> f64 {
+        self.applied = self.pace;
+        self.pace
+    }
+
+    fn needs_repace(&self) -> bool {
+        (self.pace - self.applied).abs() >= MIN_CHANGE * self.applied
+    }
+
+    /// Sets the pace from outside (a saved state), within bounds. Returns
+    /// whether it changed.
+    pub(crate) fn seed(&mut self, now: Instant, per_second: f64, cell: &CellName<'_>) -> bool {
+        if !(per_second.is_finite() && per_second > 0.0) {
+            return false;
+        }
+        // A remembered pace is known to have worked: probe on from it.
+        self.cut_from = Some(per_second);
+        self.set(now, per_second, PaceSource::Saved, cell);
+        self.needs_repace()
+    }
+
+    /// A grant of `cost` units was made.
+    pub(crate) fn granted(&mut self, now: Instant, cost: f64) {
+        if let Some(spent) = &mut self.spent {
+            spent.add(now, cost);
+        }
+    }
+
+    /// Reads one answer to a request of `cost` units granted in `epoch`.
+    pub(crate) fn answered(
+        &mut self,
+        now: Instant,
+        status: StatusCode,
+        headers: &HeaderMap,
+        cost: f64,
+        epoch: u64,
+        cell: &CellName<'_>,
+    ) -> Learned {
+        let mut out = Learned::default();
+        if status.is_success() {
+            self.successes.add(now, cost);
+        }
+        if let Some(h) = self.params.headers.clone() {
+            let period = h.period.as_secs_f64();
+            match read_lowest(headers, &h.limit) {
+                Reading::Value(limit) if limit > 0.0 => {
+                    self.header_at = Some(now);
+                    self.set(now, limit / period, PaceSource::Header, cell);
+                }
+                Reading::Value(_) => {
+                    tracing::debug!(%cell, "rate limit: ignoring a zero limit header");
+                }
+                Reading::Garbage(name) => {
+                    tracing::debug!(%cell, header = %name, "rate limit: ignoring an unreadable limit header");
+                }
+                Reading::Absent => {}
+            }
+            match read_lowest(headers, &h.remaining) {
+                Reading::Value(remaining) if self.source == PaceSource::Header => {
+                    let spent = self.spent.as_mut().expect("headers keep a spent window");
+                    let own_view = self.pace * period - spent.sum(now);
+                    // Remaining counts are whole units: a one-unit gap is rounding.
+                    if remaining + 1.0 < own_view {
+                        out.charge = own_view - remaining;
+                        spent.add(now, out.charge);
+                    }
+                    if remaining < 1.0 {
+                        out.hold = h
+                            .reset
+                            .as_ref()
+                            .and_then(|name| headers.get(name))
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(parse_reset)
+                            .filter(|d| !d.is_zero());
+                    }
+                }
+                Reading::Garbage(name) => {
+                    tracing::debug!(%cell, header = %name, "rate limit: ignoring an unreadable remaining header");
+                }
+                _ => {}
+            }
+        }
+        let headers_fresh = self
+            .header_at
+            .is_some_and(|t| now.saturating_duration_since(t) < self.params.ramp_window);
+        if !headers_fresh {
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                if epoch == self.epoch {
+                    self.cut(now, cell);
+                }
+            } else if status.is_success() {
+                self.grow(now, cell);
+            }
+        }
+        out.repace = self.needs_repace();
+        out
+    }
+
+    fn cut(&mut self, now: Instant, cell: &CellName<'_>) {
+        let from = self.pace;
+        self.cut_from = Some(from);
+        self.epoch += 1;
+        self.grown_at = None;
+        self.set(now, from * self.params.decrease, PaceSource::Probe, cell);
+    }
+
+    fn grow(&mut self, now: Instant, cell: &CellName<'_>) {
+        let p = &self.params;
+        let dt = self.grown_at.map_or(0.0, |t| {
+            now.saturating_duration_since(t).as_secs_f64().min(1.0)
+        });
+        self.grown_at = Some(now);
+        if dt == 0.0 {
+            return;
+        }
+        let recent = self.successes.sum_within(now) / p.ramp_window.as_secs_f64();
+        let bound = (p.ramp * recent).max(p.start).max(self.pace);
+        let next = match self.cut_from {
+            None => self.pace * 2f64.powf(dt),
+            Some(from) => {
+                let target = RECOVER_TO * from;
+                if self.pace < target {
+                    (self.pace + RECOVER * from * dt).min(target)
+                } else {
+                    self.pace + p.increase * from * dt
+                }
+            }
+        };
+        self.set(now, next.min(bound), PaceSource::Probe, cell);
+    }
+
+    /// Moves the pace to `to` (clamped to the bounds), noting where it came from.
+    fn set(&mut self, now: Instant, to: f64, source: PaceSource, cell: &CellName<'_>) {
+        let p = &self.params;
+        let to = to.clamp(p.floor, p.ceiling);
+        if to == self.pace && source == self.source {
+            return;
+        }
+        let from = self.pace;
+        let source_changed = source != self.source;
+        self.pace = to;
+        self.source = source;
+        self.changed_at = Some(now);
+        let notable = match self.logged {
+            None => true,
+            Some((at, logged)) => {
+                now.saturating_duration_since(at) >= LOG_EVERY
+                    && (source_changed || (to - logged).abs() / logged >= NOTABLE_CHANGE)
+            }
+        };
+        if notable {
+            self.logged = Some((now, to));
+            tracing::info!(%cell, from, to, %source, "rate limit: pace changed");
+        } else {
+            tracing::trace!(%cell, from, to, %source, "rate limit: pace changed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resets_in_both_forms() {
+        assert_eq!(parse_reset("0.075"), Some(Duration::from_millis(75)));
+        assert_eq!(parse_reset("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_reset("6m0s"), Some(Duration::from_secs(360)));
+        assert_eq!(parse_reset("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_reset("20ms"), Some(Duration::from_millis(20)));
+        assert_eq!(parse_reset("1h2m3s"), Some(Duration::from_secs(3723)));
+        for bad in ["", "-1", "soon", "1x", "s", "NaN", "inf", "1e30", "90000"] {
+            assert_eq!(parse_reset(bad), None, "{bad:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rolling_forgets_what_left_the_window() {
+        let mut r = Rolling::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        r.add(t0, 3.0);
+        r.add(t0 + Duration::from_millis(500), 2.0);
+        assert_eq!(r.sum(t0 + Duration::from_millis(900)), 5.0);
+        assert_eq!(r.sum_within(t0 + Duration::from_millis(900)), 5.0);
+        // At 1 s the first bucket is the oldest: `sum` keeps it, `sum_within` does not.
+        assert_eq!(r.sum(t0 + Duration::from_millis(1_000)), 5.0);
+        assert_eq!(r.sum_within(t0 + Duration::from_millis(1_000)), 2.0);
+        assert_eq!(r.sum(t0 + Duration::from_millis(1_300)), 2.0);
+        assert_eq!(r.sum(t0 + Duration::from_secs(5)), 0.0);
+    }
+}
