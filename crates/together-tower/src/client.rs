@@ -147,7 +147,7 @@ impl<C> Layer<C> for TogetherLayers {
 /// |---|---|
 /// | [`api_key`](Self::api_key) | `TOGETHER_API_KEY` |
 /// | [`base_url`](Self::base_url) | [`DEFAULT_BASE_URL`] |
-/// | [`preset`](Self::preset) | [`Preset::seed`] |
+/// | [`preset`](Self::preset) | [`Preset::together`] (learned per model) |
 /// | [`retry`](Self::retry) | [`retry_policy`] |
 /// | [`rate_limit`](Self::rate_limit) | from the preset |
 /// | [`concurrency`](Self::concurrency) | from the preset, 409s waited on for up to 10 min |
@@ -188,7 +188,7 @@ impl TogetherBuilder {
             key_env: crate::key::API_KEY_ENV.to_owned(),
             base_url: DEFAULT_BASE_URL.to_owned(),
             user_agent: None,
-            preset: Preset::seed(),
+            preset: Preset::together(),
             retry: None,
             rate: None,
             jobs: None,
@@ -222,7 +222,7 @@ impl TogetherBuilder {
         self
     }
 
-    /// The rate limits, job caps and sizes (default [`Preset::seed`]).
+    /// The rate limits, job caps and sizes (default [`Preset::together`]: learned per model).
     pub fn preset(mut self, preset: Preset) -> Self {
         self.preset = preset;
         self

@@ -47,11 +47,16 @@
 //!
 //! # Presets
 //!
-//! [`Preset::seed`] (chat 600/min, embeddings 300/min, images 60/min,
-//! fine-tunes 3 at once, batches of 100 requests with 10 in flight),
-//! [`Preset::tier`] (Together's Free and Tier 1-5 table), [`Preset::openai`]
-//! for other OpenAI-compatible APIs, per-model overrides, all overridable
-//! from TOML: see [`preset`].
+//! [`Preset::together`], the default: Together's limits are dynamic, per
+//! organization and per model, so every inference route learns its pace per
+//! model (requests and tokens) from Together's rate headers, or by probing
+//! when they are absent, starting from Together's documented base of 60
+//! requests/min. Static tables pin the rates instead: [`Preset::seed`]
+//! (chat 600/min, embeddings 300/min, images 60/min, fine-tunes 3 at once,
+//! batches of 100 requests with 10 in flight), [`Preset::tier`] (Together's
+//! historic Free and Tier 1-5 table). [`Preset::openai`] learns from
+//! OpenAI's headers for other OpenAI-compatible APIs. Per-model overrides,
+//! all overridable from TOML: see [`preset`].
 //!
 //! # Errors
 //!

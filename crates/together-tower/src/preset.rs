@@ -65,7 +65,9 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use serde::Deserialize;
 use tower_jobs::{ConcurrencyLayer, ConcurrencyLayerBuilder, JobKind};
-use tower_quota::{Cost, KeyBy, Limits, Quota, Rate, Route, TokenEstimate};
+use tower_quota::{
+    Adaptive, Cost, KeyBy, Limits, LimitsBuilder, Quota, Rate, RateHeaders, Route, TokenEstimate,
+};
 
 /// Together's tiers (the historic table of chat, embeddings and images
 /// limits; see [`Preset::tier`]).
@@ -173,6 +175,67 @@ impl RouteLimit {
     /// The image rate, if any.
     pub fn image_rate(&self) -> Option<&Rate> {
         self.images.as_ref()
+    }
+}
+
+/// How a learning preset's quotas learn (see [`Preset::together`] and
+/// [`tower_quota::adaptive`]): the headers to read, the bounds, the ramp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LearnPreset {
+    request_headers: RateHeaders,
+    token_headers: RateHeaders,
+    request_floor: Rate,
+    request_ceiling: Rate,
+    token_floor: Rate,
+    token_ceiling: Rate,
+    ramp: f64,
+    ramp_window: Duration,
+}
+
+impl LearnPreset {
+    /// Together's headers (per second), bounds 6/min to 1,000/s requests and
+    /// 6,000 tokens/min to 1,000,000 tokens/s, ramp 2x the last 10 s.
+    pub fn together() -> Self {
+        LearnPreset {
+            request_headers: RateHeaders::together_requests(),
+            token_headers: RateHeaders::together_tokens(),
+            request_floor: Rate::per_minute(nz(6)),
+            request_ceiling: Rate::per_second(nz(1000)),
+            token_floor: Rate::per_minute(nz(6000)).with_unit("tokens"),
+            token_ceiling: Rate::per_second(nz(1_000_000)).with_unit("tokens"),
+            ramp: 2.0,
+            ramp_window: Duration::from_secs(10),
+        }
+    }
+
+    /// OpenAI's headers (per minute), otherwise as [`together`](Self::together).
+    pub fn openai() -> Self {
+        LearnPreset {
+            request_headers: RateHeaders::openai_requests(),
+            token_headers: RateHeaders::openai_tokens(),
+            ..Self::together()
+        }
+    }
+
+    /// The bounds of learned request rates.
+    pub fn request_bounds(mut self, floor: Rate, ceiling: Rate) -> Self {
+        self.request_floor = floor;
+        self.request_ceiling = ceiling;
+        self
+    }
+
+    /// The bounds of learned token rates.
+    pub fn token_bounds(mut self, floor: Rate, ceiling: Rate) -> Self {
+        self.token_floor = floor.with_unit("tokens");
+        self.token_ceiling = ceiling.with_unit("tokens");
+        self
+    }
+
+    /// Never probe faster than `multiple` × the successful rate of the last `window`.
+    pub fn ramp(mut self, multiple: f64, window: Duration) -> Self {
+        self.ramp = multiple;
+        self.ramp_window = window;
+        self
     }
 }
 
@@ -308,6 +371,7 @@ pub const BATCH_STATUSES: &[&str] = &[
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preset {
     name: String,
+    learn: Option<LearnPreset>,
     routes: BTreeMap<String, RouteLimit>,
     models: BTreeMap<String, BTreeMap<String, Rate>>,
     safety_margin: Option<f64>,
@@ -327,6 +391,7 @@ impl Preset {
     pub fn empty(name: impl Into<String>) -> Self {
         Preset {
             name: name.into(),
+            learn: None,
             routes: BTreeMap::new(),
             models: BTreeMap::new(),
             safety_margin: None,
@@ -337,6 +402,49 @@ impl Preset {
             batch_max_requests: 100,
             embed_chunk_size: 20,
         }
+    }
+
+    /// Together as it is now: limits are dynamic, per organization and per
+    /// model, so every inference route (chat, completions, embeddings,
+    /// images, rerank) learns its pace per model, requests and tokens, from
+    /// Together's rate headers when they come and by probing when they
+    /// don't (see [`tower_quota::adaptive`]). It starts at Together's
+    /// documented base (60 requests/min, and 60,000 tokens/min), never
+    /// learns below 6 requests/min or 6,000 tokens/min nor above 1,000
+    /// requests/s or 1,000,000 tokens/s, and never probes faster than twice
+    /// the successful rate of the last 10 s. Job caps and sizes are the
+    /// seed's. This is [`TogetherBuilder`](crate::TogetherBuilder)'s default.
+    pub fn together() -> Self {
+        let mut p = Self::empty("together");
+        let per_min = |n: u32| Rate::per_minute(nz(n));
+        for (kind, path, tokens) in [
+            ("chat", "/v1/chat/completions", true),
+            ("completions", "/v1/completions", true),
+            ("embeddings", "/v1/embeddings", true),
+            ("images", "/v1/images/generations", false),
+            ("rerank", "/v1/rerank", true),
+        ] {
+            let mut r = RouteLimit::new(Method::POST, path).requests(per_min(60));
+            if tokens {
+                r = r.tokens(per_min(60_000));
+            }
+            p.routes.insert(kind.into(), r);
+        }
+        p.learn = Some(LearnPreset::together());
+        p
+    }
+
+    /// Whether this preset learns its rates (its route rates are then where
+    /// learning starts); see [`LearnPreset`].
+    pub fn learning(&self) -> Option<&LearnPreset> {
+        self.learn.as_ref()
+    }
+
+    /// Learns every route's pace per model as `learn` says, starting at the
+    /// routes' rates; `None` pins the rates (static).
+    pub fn with_learning(mut self, learn: Option<LearnPreset>) -> Self {
+        self.learn = learn;
+        self
     }
 
     /// The seed's table: chat and completions 600/min each (with Tier 1's
@@ -362,11 +470,15 @@ impl Preset {
     /// An OpenAI-style preset: OpenAI's paths (`/v1/fine_tuning/jobs`),
     /// status names (`succeeded`, `failed`, `cancelled`; batches
     /// `completed`, `failed`, `expired`, `cancelled`) and list shapes
-    /// (`{"data": [...]}`), with example rates (chat and completions
-    /// 500/min and 200,000 tokens/min, embeddings 3,000/min, images 5/min,
-    /// batches up to 50,000 requests). Set the rates to your account's.
+    /// (`{"data": [...]}`), batches up to 50,000 requests. Its rates are
+    /// learned per model from OpenAI's headers (`x-ratelimit-limit-requests`,
+    /// `x-ratelimit-limit-tokens` and their remaining and reset, per minute),
+    /// starting from example rates (chat and completions 500/min and
+    /// 200,000 tokens/min, embeddings 3,000/min, images 5/min); pin your
+    /// account's rates with `with_learning(None)` and [`route`](Self::route).
     pub fn openai() -> Self {
         let mut p = Self::with_rates("openai", 500, 3000, 5, Some(200_000));
+        p.learn = Some(LearnPreset::openai());
         p.fine_tunes = JobPreset::new(
             nz(3),
             "/v1/fine_tuning/jobs",
@@ -413,6 +525,7 @@ impl Preset {
         let file: PresetFile =
             toml::from_str(text).map_err(|e| InvalidPreset::new("toml", e.to_string()))?;
         let base = match file.base.as_deref().unwrap_or("seed") {
+            "together" => Preset::together(),
             "seed" => Preset::seed(),
             "free" => Preset::tier(Tier::Free),
             "tier1" => Preset::tier(Tier::Tier1),
@@ -425,7 +538,7 @@ impl Preset {
             other => {
                 return Err(InvalidPreset::new(
                     "base",
-                    format!("{other:?}: use seed, free, tier1 .. tier5, openai or empty"),
+                    format!("{other:?}: use together, seed, free, tier1 .. tier5, openai or empty"),
                 ));
             }
         };
@@ -620,6 +733,17 @@ impl Preset {
         for kinds in self.models.values_mut() {
             kinds.values_mut().for_each(scale);
         }
+        if let Some(learn) = &mut self.learn {
+            for r in [
+                &mut learn.request_floor,
+                &mut learn.request_ceiling,
+                &mut learn.token_floor,
+                &mut learn.token_ceiling,
+            ] {
+                scale(r);
+            }
+            learn.ramp_window = learn.ramp_window.div_f64(factor);
+        }
         self
     }
 
@@ -664,6 +788,10 @@ impl Preset {
             b = b.safety_margin(m);
         }
         for (kind, r) in &self.routes {
+            if let Some(learn) = &self.learn {
+                b = self.learned_route(b, learn, kind, r);
+                continue;
+            }
             let mut route = Route::new(r.method.clone(), r.path.clone());
             if let Some(rate) = &r.requests {
                 b = b.quota(kind.clone(), Quota::new(rate.clone()));
@@ -713,6 +841,72 @@ impl Preset {
             .map_err(|e| InvalidPreset::new(e.entry().to_owned(), e.to_string()))
     }
 
+    /// Adds the route of `kind` with quotas that learn per model: `kind`
+    /// (requests, or images per request on an images route) and
+    /// `kind.tokens`; a model's own rate pins that model.
+    fn learned_route(
+        &self,
+        mut b: LimitsBuilder,
+        learn: &LearnPreset,
+        kind: &str,
+        r: &RouteLimit,
+    ) -> LimitsBuilder {
+        let mut route = Route::new(r.method.clone(), r.path.clone());
+        let pins: Vec<_> = self
+            .models
+            .iter()
+            .filter_map(|(m, kinds)| kinds.get(kind).map(|rate| (m, rate)))
+            .collect();
+        let quota = |start: &Rate, tokens: bool| {
+            let (floor, ceiling, headers) = if tokens {
+                (
+                    &learn.token_floor,
+                    &learn.token_ceiling,
+                    &learn.token_headers,
+                )
+            } else {
+                (
+                    &learn.request_floor,
+                    &learn.request_ceiling,
+                    &learn.request_headers,
+                )
+            };
+            let start = if start.per_second_f64() > ceiling.per_second_f64() {
+                ceiling
+            } else if start.per_second_f64() < floor.per_second_f64() {
+                floor
+            } else {
+                start
+            };
+            let a = Adaptive::new(start.clone())
+                .floor(floor.clone())
+                .ceiling(ceiling.clone())
+                .headers(headers.clone())
+                .ramp(learn.ramp, learn.ramp_window);
+            Quota::adaptive(a).keyed_by(KeyBy::model())
+        };
+        if let Some(start) = r.requests.as_ref().or(r.images.as_ref()) {
+            let mut q = quota(&requests(start), false);
+            for (model, rate) in &pins {
+                q = q.with_override((*model).clone(), requests(rate));
+            }
+            b = b.quota(kind.to_owned(), q);
+            route = route.quota(kind.to_owned());
+        }
+        if let Some(start) = &r.tokens {
+            let name = format!("{kind}.tokens");
+            b = b.quota(
+                name.clone(),
+                quota(start, true).cost(Cost::Tokens(TokenEstimate::default())),
+            );
+            route = route.quota(name);
+        }
+        if let Some(w) = r.max_wait {
+            route = route.max_wait(w);
+        }
+        b.route(route)
+    }
+
     /// A tower-jobs builder with the fine-tune and batch kinds (named
     /// `fine-tune` and `batch`); set its options and build it.
     pub fn concurrency(&self) -> ConcurrencyLayerBuilder {
@@ -720,6 +914,11 @@ impl Preset {
             .kind(self.fine_tunes.job_kind("fine-tune"))
             .kind(self.batches.job_kind("batch"))
     }
+}
+
+/// The same amount and period, counting requests.
+fn requests(rate: &Rate) -> Rate {
+    Rate::new(rate.amount(), rate.period()).expect("the period is unchanged")
 }
 
 /// Charges a request its `n` (default 1), capped at one second's worth of
@@ -851,6 +1050,76 @@ mod tests {
 
     fn rate(text: &str) -> Rate {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn together_learns_per_model_on_every_inference_route() {
+        let limits = Preset::together().limits().unwrap();
+        let routes = limits.routes();
+        for path in [
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/v1/embeddings",
+            "/v1/images/generations",
+            "/v1/rerank",
+        ] {
+            let (_, quotas) = routes
+                .iter()
+                .find(|(name, _)| name == &format!("POST {path}"))
+                .unwrap_or_else(|| panic!("{path} has a route"));
+            assert!(!quotas.is_empty());
+        }
+        for row in limits.table() {
+            assert!(row.keyed, "{} is keyed by model", row.quota);
+            let (floor, ceiling) = row.learned.expect("learned");
+            if row.quota.ends_with(".tokens") {
+                assert_eq!((floor, ceiling), (100.0, 1_000_000.0), "{}", row.quota);
+                assert_eq!(row.rate.per_second_f64(), 1000.0);
+            } else {
+                assert_eq!((floor, ceiling), (0.1, 1000.0), "{}", row.quota);
+                assert_eq!(row.rate.per_second_f64(), 1.0);
+            }
+        }
+        // A pinned model is static; the tiers stay static; base "together" in TOML.
+        let pinned = Preset::together().model_limit("m", "chat", rate("9/min"));
+        let table = pinned.limits().unwrap().table();
+        let pin = table.iter().find(|r| r.quota == "chat[m]").unwrap();
+        assert_eq!(pin.learned, None);
+        assert!(
+            Preset::tier(Tier::Tier1)
+                .limits()
+                .unwrap()
+                .table()
+                .iter()
+                .all(|r| r.learned.is_none())
+        );
+        let from_toml = Preset::from_toml("base = \"together\"").unwrap();
+        assert_eq!(from_toml.learning(), Some(&LearnPreset::together()));
+        // Time-scaled: the bounds scale, the ramp window shrinks.
+        let fast = Preset::together().time_scaled(10.0).limits().unwrap();
+        let chat = fast
+            .table()
+            .into_iter()
+            .find(|r| r.quota == "chat")
+            .unwrap();
+        assert_eq!(chat.learned, Some((1.0, 10_000.0)));
+        assert_eq!(chat.rate.per_second_f64(), 10.0);
+    }
+
+    #[test]
+    fn openai_learns_from_openai_headers() {
+        let learn = Preset::openai().learning().cloned().unwrap();
+        assert_eq!(learn.request_headers, RateHeaders::openai_requests());
+        assert_eq!(learn.token_headers, RateHeaders::openai_tokens());
+        assert!(
+            Preset::openai()
+                .with_learning(None)
+                .limits()
+                .unwrap()
+                .table()
+                .iter()
+                .all(|r| r.learned.is_none())
+        );
     }
 
     #[test]
