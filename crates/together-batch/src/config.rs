@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use together_tower::{Preset, Tier};
-use tower_quota::Limits;
+use tower_quota::{LimitRow, Limits};
 
 /// The `[batch]` table of a limits file: this CLI's own settings, cut out
 /// before the rest is read as a together-tower preset.
@@ -105,30 +105,55 @@ pub(crate) fn load(limits: Option<&Path>, tier: Option<&str>) -> Result<LimitsSo
             origin: format!("tier {name}"),
         }),
         (None, None) => Ok(LimitsSource {
-            preset: Preset::seed(),
+            preset: Preset::together(),
             batch: BatchSection::default(),
-            origin: "the seed preset (default)".to_owned(),
+            origin: "the default: learned per model from the server".to_owned(),
         }),
     }
 }
 
-/// The request quota of each route, by path, in requests per second.
+/// The request quota of each route, by path, in requests per second: the
+/// slowest static one (a learned quota has no fixed rate).
 pub(crate) fn route_rates(limits: &Limits) -> BTreeMap<String, f64> {
+    request_quotas(limits)
+        .into_iter()
+        .filter_map(|(path, quotas)| {
+            let rate = quotas
+                .iter()
+                .filter(|row| row.learned.is_none())
+                .map(|row| row.rate.per_second_f64())
+                .reduce(f64::min)?;
+            Some((path, rate))
+        })
+        .collect()
+}
+
+/// The learned request quota of each route, by path: its name.
+pub(crate) fn learned_request_quotas(limits: &Limits) -> BTreeMap<String, String> {
+    request_quotas(limits)
+        .into_iter()
+        .filter_map(|(path, quotas)| {
+            let row = quotas.into_iter().find(|row| row.learned.is_some())?;
+            Some((path, row.quota))
+        })
+        .collect()
+}
+
+/// The quotas counting requests (no unit) of each route, by path.
+fn request_quotas(limits: &Limits) -> BTreeMap<String, Vec<LimitRow>> {
     let table = limits.table();
     let mut out = BTreeMap::new();
     for (route, quotas) in limits.routes() {
         let Some(path) = route.split_once(' ').map(|(_, p)| p.to_owned()) else {
             continue;
         };
-        let rate = quotas
+        let rows = quotas
             .iter()
             .filter_map(|q| table.iter().find(|row| &row.quota == q))
             .filter(|row| row.rate.unit().is_none())
-            .map(|row| row.rate.per_second_f64())
-            .reduce(f64::min);
-        if let Some(rate) = rate {
-            out.insert(path, rate);
-        }
+            .cloned()
+            .collect();
+        out.insert(path, rows);
     }
     out
 }
@@ -159,14 +184,30 @@ pub(crate) fn render_table(source: &LimitsSource, limits: &Limits, time_scale: f
         "quota", "rate", "burst", "paced every"
     );
     for row in limits.table() {
+        let rate = match row.learned {
+            Some((floor, ceiling)) => format!(
+                "learned from {} ({}..{}/s)",
+                row.rate,
+                short_number(floor),
+                short_number(ceiling)
+            ),
+            None => row.rate.to_string(),
+        };
         let _ = writeln!(
             out,
             "{:<28} {:<24} {:>6} {:>14}  {}",
             row.quota,
-            row.rate.to_string(),
+            rate,
             row.burst,
             format!("{:.3?}", row.interval),
             if row.keyed { "yes" } else { "no" }
+        );
+    }
+    if limits.table().iter().any(|r| r.learned.is_some()) {
+        let _ = writeln!(
+            out,
+            "\nlearned quotas start at the rate shown and follow the server's rate headers \
+             (or probe when there are none), per model; --tier or --limits pin static rates"
         );
     }
     let _ = writeln!(out);
@@ -183,6 +224,15 @@ pub(crate) fn render_table(source: &LimitsSource, limits: &Limits, time_scale: f
         );
     }
     out
+}
+
+/// `12`, `0.1`, `1000000`: a number without needless decimals.
+pub(crate) fn short_number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}").trim_end_matches('0').to_owned()
+    }
 }
 
 /// A URL with any password replaced, for printing.
@@ -231,6 +281,22 @@ mod tests {
         let rates = route_rates(&Preset::seed().limits().unwrap());
         assert_eq!(rates["/v1/chat/completions"], 10.0);
         assert_eq!(rates["/v1/embeddings"], 5.0);
+    }
+
+    #[test]
+    fn learned_routes_have_no_fixed_rate() {
+        let limits = Preset::together().limits().unwrap();
+        assert!(route_rates(&limits).is_empty());
+        let learned = learned_request_quotas(&limits);
+        assert_eq!(learned["/v1/embeddings"], "embeddings");
+        assert_eq!(learned["/v1/chat/completions"], "chat");
+        let source = load(None, None).unwrap();
+        assert_eq!(source.preset.name(), "together");
+        let table = render_table(&source, &limits, 1.0);
+        assert!(
+            table.contains("learned from 60/min (0.1..1000/s)"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -146,6 +146,8 @@ pub(crate) fn sim_options(
         // scheduling jitter a larger share of each: 3% under the rate.
         safety_margin: Some(0.03),
         progress_every: Duration::from_secs(2),
+        state: None,
+        state_max_age: Duration::ZERO,
     }
 }
 

@@ -17,6 +17,13 @@ pub(crate) struct Job {
     /// The path, e.g. `/v1/embeddings` (joined to the base URL).
     pub(crate) path: String,
     pub(crate) body: String,
+    /// The body's `model`, for per-model figures.
+    pub(crate) model: Option<String>,
+}
+
+/// A JSON object's string `model`.
+fn model_of(obj: &serde_json::Map<String, Value>) -> Option<String> {
+    obj.get("model").and_then(Value::as_str).map(str::to_owned)
 }
 
 /// One input line: a request, or why it cannot be one.
@@ -87,12 +94,14 @@ fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Entry {
                     .to_owned(),
             );
         };
+        let model = model_of(&obj);
         return Entry::Job(Job {
             custom_id: line.to_string(),
             line,
             method: Method::POST,
             path: path.to_owned(),
             body: Value::Object(obj).to_string(),
+            model,
         });
     }
     let custom_id = match obj.remove("custom_id") {
@@ -129,8 +138,11 @@ fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Entry {
         },
         Some(other) => return bad(custom, format!("method must be a string, not {other}")),
     };
-    let body = match obj.remove("body") {
-        Some(Value::Object(b)) => Value::Object(b).to_string(),
+    let (body, model) = match obj.remove("body") {
+        Some(Value::Object(b)) => {
+            let model = model_of(&b);
+            (Value::Object(b).to_string(), model)
+        }
         Some(other) => return bad(custom, format!("body must be a JSON object, not {other}")),
         None => unreachable!("batch format has a body"),
     };
@@ -140,6 +152,7 @@ fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Entry {
         method,
         path,
         body,
+        model,
     })
 }
 

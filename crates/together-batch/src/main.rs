@@ -44,6 +44,18 @@
 //! an argument; never printed, logged or written (error messages are
 //! scrubbed of it).
 //!
+//! # Limits
+//!
+//! By default nothing needs configuring: Together's limits are dynamic, per
+//! organization and per model, so each route learns each model's pace from
+//! the server's rate headers (or by probing when there are none), starting
+//! at Together's base of 60 requests/min. The progress line and the summary
+//! show the learned pace next to the achieved rate. The paces are kept in
+//! a state file (`OUTPUT.state.json`, or `--state FILE`; `--no-state` to
+//! keep none) so a resumed or next run starts where this one ended; a state
+//! older than `--state-max-age` (1 h) or learned from another base URL is
+//! ignored. `--tier` or `--limits` pin static rates instead.
+//!
 //! # Sharing a key between processes
 //!
 //! `--redis redis://HOST:PORT/` (or `redis = "..."` in the `[batch]` table
@@ -67,6 +79,7 @@ mod input;
 mod output;
 mod progress;
 mod run;
+mod state;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,7 +103,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Sends every request of INPUT and writes one result line per request to OUTPUT.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Starts a simulated Together server in this process and runs a
     /// realistic workload through it (no key, no network).
     Demo(demo::DemoArgs),
@@ -107,7 +120,8 @@ struct LimitsSel {
     /// A limits file (together-tower's preset TOML, plus an optional `[batch]` table).
     #[arg(long, value_name = "FILE", conflicts_with = "tier")]
     limits: Option<PathBuf>,
-    /// A preset: seed, free, tier-1 .. tier-5 (default: seed).
+    /// A static preset: seed, free, tier-1 .. tier-5 (default: learn each
+    /// model's limits from the server).
     #[arg(long, value_name = "TIER")]
     tier: Option<String>,
     /// Runs every quota this many times faster (for a time-scaled simulator).
@@ -156,6 +170,16 @@ struct RunArgs {
     /// quota while Redis is unreachable). Default 1.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     processes: Option<u32>,
+    /// Keeps the paces learned per model in this file, so that a resumed or
+    /// next run starts where this one ended (default: OUTPUT.state.json).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_state")]
+    state: Option<PathBuf>,
+    /// Keeps no learned paces between runs.
+    #[arg(long)]
+    no_state: bool,
+    /// Ignores a state file older than this many seconds.
+    #[arg(long, default_value_t = 3600.0, value_name = "SECS")]
+    state_max_age: f64,
     /// Seconds between plain progress lines (when stderr is not a terminal).
     #[arg(long, hide = true, default_value_t = 5.0, value_name = "SECS")]
     progress_every: f64,
@@ -189,7 +213,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Run(args) => run_command(args).await,
+            Command::Run(args) => run_command(*args).await,
             Command::Demo(args) => demo::demo(args).await,
             Command::Limits(args) => limits_command(args),
             Command::Bench(args) => bench::bench(args).await,
@@ -233,7 +257,20 @@ async fn run_command(args: RunArgs) -> ExitCode {
     if processes == 0 {
         return fail("processes must be at least 1");
     }
+    if !(args.state_max_age >= 0.0 && args.state_max_age.is_finite()) {
+        return fail("--state-max-age must be a number of seconds");
+    }
+    let state = if args.no_state {
+        None
+    } else {
+        Some(
+            args.state
+                .unwrap_or_else(|| state::default_path(&args.output)),
+        )
+    };
     let opts = RunOptions {
+        state,
+        state_max_age: Duration::from_secs_f64(args.state_max_age),
         input: args.input,
         output: args.output,
         base_url: args.base_url,

@@ -25,6 +25,7 @@ use crate::config::{self, LimitsSource};
 use crate::input::{self, Entry, Job};
 use crate::output::Output;
 use crate::progress::Progress;
+use crate::state::SavedState;
 
 /// Everything `run` needs.
 #[derive(Debug, Clone)]
@@ -46,6 +47,10 @@ pub(crate) struct RunOptions {
     pub(crate) time_scale: f64,
     pub(crate) safety_margin: Option<f64>,
     pub(crate) progress_every: Duration,
+    /// Where learned paces are kept between runs (`None`: not kept).
+    pub(crate) state: Option<PathBuf>,
+    /// A saved state older than this is ignored.
+    pub(crate) state_max_age: Duration,
 }
 
 /// An API key that never prints.
@@ -101,6 +106,23 @@ pub(crate) struct RouteReport {
     pub(crate) ideal_pct: Option<f64>,
 }
 
+/// One route and model of a learned quota in the report.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ModelReport {
+    pub(crate) route: String,
+    pub(crate) model: String,
+    pub(crate) ok: u64,
+    pub(crate) failed: u64,
+    /// Requests sent, retries included.
+    pub(crate) attempts: u64,
+    /// Requests sent per second from the start to the model's last answer.
+    pub(crate) achieved_per_sec: f64,
+    /// The pace learned for this model at the end, requests per second.
+    pub(crate) learned_per_sec: Option<f64>,
+    /// Where it came from: header, probe, saved or start.
+    pub(crate) source: Option<String>,
+}
+
 /// The final summary (`--report` writes it as JSON).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {
@@ -132,6 +154,8 @@ pub(crate) struct Report {
     /// Answers by HTTP status (0: no answer).
     pub(crate) statuses: BTreeMap<u16, u64>,
     pub(crate) routes: Vec<RouteReport>,
+    /// Per route and model, with the learned pace (learned quotas only).
+    pub(crate) models: Vec<ModelReport>,
 }
 
 impl Report {
@@ -210,6 +234,27 @@ impl Report {
                 );
             }
         }
+        if !self.models.is_empty() {
+            let _ = writeln!(
+                s,
+                "{:<24} {:<44} {:>8} {:>8} {:>10} {:>10}  source",
+                "route", "model", "ok", "sent", "rate/s", "learned/s"
+            );
+            for m in &self.models {
+                let _ = writeln!(
+                    s,
+                    "{:<24} {:<44} {:>8} {:>8} {:>10.2} {:>10}  {}",
+                    m.route,
+                    m.model,
+                    m.ok,
+                    m.attempts,
+                    m.achieved_per_sec,
+                    m.learned_per_sec
+                        .map_or("-".to_owned(), |v| format!("{v:.2}")),
+                    m.source.as_deref().unwrap_or("-"),
+                );
+            }
+        }
         s
     }
 }
@@ -218,6 +263,8 @@ impl Report {
 pub(crate) struct Client {
     pub(crate) service: ClientService,
     pub(crate) limits: Limits,
+    /// The stack's rate-limit layer: its snapshots show the learned paces.
+    pub(crate) quota: RateLimitLayer,
     pub(crate) responses_429: Arc<AtomicU64>,
 }
 
@@ -235,22 +282,25 @@ pub(crate) fn build_client(opts: &RunOptions, key: &Secret) -> Result<Client, St
     let limits = preset
         .limits()
         .map_err(|e| format!("invalid limits: {e}"))?;
-    let mut builder = TogetherClient::builder()
+    let quota = match &opts.redis {
+        Some(url) => {
+            let store = RedisStore::new(url, key.expose())
+                .map_err(|e| key.scrub(&format!("--redis {}: {e}", config::redact_url(url))))?;
+            let share = 1.0 / f64::from(opts.processes.max(1));
+            RateLimitLayer::shared(
+                limits.clone(),
+                Arc::new(store),
+                SharedOptions::default().on_failure(OnStoreFailure::LocalShare(share)),
+            )
+            .map_err(|e| format!("--redis: {e}"))?
+        }
+        None => RateLimitLayer::new(limits.clone()),
+    };
+    let builder = TogetherClient::builder()
         .api_key(key.expose())
         .base_url(&opts.base_url)
-        .preset(preset);
-    if let Some(url) = &opts.redis {
-        let store = RedisStore::new(url, key.expose())
-            .map_err(|e| key.scrub(&format!("--redis {}: {e}", config::redact_url(url))))?;
-        let share = 1.0 / f64::from(opts.processes.max(1));
-        let layer = RateLimitLayer::shared(
-            limits.clone(),
-            Arc::new(store),
-            SharedOptions::default().on_failure(OnStoreFailure::LocalShare(share)),
-        )
-        .map_err(|e| format!("--redis: {e}"))?;
-        builder = builder.rate_limit(layer);
-    }
+        .preset(preset)
+        .rate_limit(quota.clone());
     let responses_429 = Arc::new(AtomicU64::new(0));
     let counter = responses_429.clone();
     let http = ServiceBuilder::new()
@@ -267,6 +317,7 @@ pub(crate) fn build_client(opts: &RunOptions, key: &Secret) -> Result<Client, St
     Ok(Client {
         service: client.service(),
         limits,
+        quota,
         responses_429,
     })
 }
@@ -289,6 +340,7 @@ fn read_key(opts: &RunOptions) -> Result<Secret, String> {
 /// What a request task hands back.
 struct Done {
     route: String,
+    model: Option<String>,
     ok: bool,
     status: u16,
     attempts: u32,
@@ -408,6 +460,23 @@ fn short(route: &str) -> &str {
     route.strip_prefix("/v1/").unwrap_or(route)
 }
 
+/// How often the learned paces are saved while a run goes.
+const STATE_EVERY: Duration = Duration::from_secs(5);
+
+/// Saves the learned paces to the state file, if there is one and anything was learned.
+fn save_state(opts: &RunOptions, quota: &RateLimitLayer, progress: &mut Progress) {
+    let Some(path) = &opts.state else {
+        return;
+    };
+    let state = SavedState::capture(quota, &opts.base_url, opts.time_scale);
+    if state.is_empty() {
+        return;
+    }
+    if let Err(e) = state.save(path) {
+        progress.note(&e);
+    }
+}
+
 /// Runs the batch; `Err` only for what fails before anything is sent (or
 /// an output that stops taking writes).
 pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
@@ -423,8 +492,24 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
     let client = build_client(&opts, &key)?;
     let (mut out, prev) = Output::open(&opts.output, opts.retry_failed)?;
     let rates = config::route_rates(&client.limits);
+    let learned = config::learned_request_quotas(&client.limits);
 
     let mut notes = Vec::new();
+    if let Some(path) = &opts.state {
+        match SavedState::load(path, &opts.base_url, opts.time_scale, opts.state_max_age) {
+            Ok(Some(saved)) => {
+                let n = saved.apply(&client.quota);
+                if n > 0 {
+                    notes.push(format!(
+                        "starting {n} learned pace(s) where the last run left them ({})",
+                        path.display()
+                    ));
+                }
+            }
+            Ok(None) => {}
+            Err(note) => notes.push(note),
+        }
+    }
     if prev.torn_bytes > 0 {
         notes.push(format!(
             "cut a torn last line ({} bytes) from {}: its request will be sent again",
@@ -503,6 +588,7 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
     let (abandon_tx, abandon_rx) = watch::channel(false);
     let in_flight = Arc::new(AtomicU64::new(0));
     let mut routes: BTreeMap<String, RouteStats> = BTreeMap::new();
+    let mut models: BTreeMap<(String, String), RouteStats> = BTreeMap::new();
     for (route, jobs) in by_route {
         routes.entry(route.clone()).or_default().total = jobs.len() as u64;
         let tx = tx.clone();
@@ -573,6 +659,7 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
                     line[if ok { "response" } else { "error" }] = value;
                     let _ = tx.send(Done {
                         route,
+                        model: job.model.clone(),
                         ok,
                         status,
                         attempts: attempts.get(),
@@ -606,7 +693,24 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
         let mut parts = Vec::new();
         let mut eta = 0.0f64;
         let elapsed = start.elapsed().min(RATE_WINDOW).as_secs_f64().max(0.001);
+        let snapshot = client.quota.snapshot();
         for (route, st) in routes {
+            let paces: Vec<String> = learned
+                .get(route)
+                .map(|quota| {
+                    snapshot
+                        .cells
+                        .iter()
+                        .filter(|c| &c.quota == quota)
+                        .map(|c| format!("{:.1} {}", c.pace, c.source))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let learned_note = if paces.is_empty() {
+                String::new()
+            } else {
+                format!(" (learned {})", paces.join(", "))
+            };
             let recent = st
                 .recent
                 .iter()
@@ -620,7 +724,7 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
                     eta = eta.max(left / q);
                 }
                 None => {
-                    parts.push(format!("{} {rate:.1}/s", short(route)));
+                    parts.push(format!("{} {rate:.1}/s{learned_note}", short(route)));
                     if rate > 0.0 {
                         eta = eta.max(left / rate);
                     }
@@ -635,6 +739,7 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
         )
     };
     let mut done = failed;
+    let mut last_save = Instant::now();
     loop {
         tokio::select! {
             d = rx.recv() => {
@@ -648,6 +753,12 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
                 done += 1;
                 *statuses.entry(d.status).or_default() += 1;
                 retries += u64::from(d.attempts.saturating_sub(1));
+                if learned.contains_key(&d.route) && let Some(model) = &d.model {
+                    let m = models.entry((d.route.clone(), model.clone())).or_default();
+                    m.attempts += u64::from(d.attempts);
+                    m.last = start.elapsed();
+                    if d.ok { m.ok += 1 } else { m.failed += 1 }
+                }
                 let st = routes.entry(d.route).or_default();
                 st.answered += 1;
                 st.attempts += u64::from(d.attempts);
@@ -683,12 +794,17 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
             _ = ticker.tick() => {
                 let msg = status_msg(&routes, failed, retries);
                 progress.update(done, total, &msg, false);
+                if last_save.elapsed() >= STATE_EVERY {
+                    last_save = Instant::now();
+                    save_state(&opts, &client.quota, &mut progress);
+                }
             }
         }
     }
     let wall = start.elapsed();
     let final_msg = status_msg(&routes, failed, retries);
     progress.update(done, total, &final_msg, true);
+    save_state(&opts, &client.quota, &mut progress);
     progress.finish();
     out.flush()?;
     if let Some(e) = write_error {
@@ -717,6 +833,27 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
             ideal_pct: ideal.filter(|_| secs > 0.0).map(|i| 100.0 * i / secs),
         });
     }
+    let snapshot = client.quota.snapshot();
+    let model_reports = models
+        .iter()
+        .map(|((route, model), st)| {
+            let secs = st.last.as_secs_f64();
+            let intervals = st.attempts.saturating_sub(1) as f64;
+            let cell = learned
+                .get(route)
+                .and_then(|quota| snapshot.cell(quota, Some(model)));
+            ModelReport {
+                route: route.clone(),
+                model: model.clone(),
+                ok: st.ok,
+                failed: st.failed,
+                attempts: st.attempts,
+                achieved_per_sec: if secs > 0.0 { intervals / secs } else { 0.0 },
+                learned_per_sec: cell.map(|c| c.pace),
+                source: cell.map(|c| c.source.to_string()),
+            }
+        })
+        .collect();
     let ideal_secs = route_reports
         .iter()
         .filter_map(|r| r.ideal_secs)
@@ -744,6 +881,7 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
         retries,
         statuses,
         routes: route_reports,
+        models: model_reports,
     };
     if let Some(path) = &opts.report {
         let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

@@ -133,8 +133,9 @@ pub fn redis_url(test: &str) -> Option<String> {
     None
 }
 
-/// `run INPUT -o OUTPUT` against `base` with the client's quotas scaled by
-/// `scale` (as the simulator's) and a safety `margin`, plus `extra` flags.
+/// `run INPUT -o OUTPUT` against `base` with the seed's static quotas (the
+/// simulator's default limits) scaled by `scale` (as the simulator's) and a
+/// safety `margin`, plus `extra` flags.
 pub fn run_args<'a>(
     input: &'a Path,
     output: &'a Path,
@@ -154,6 +155,8 @@ pub fn run_args<'a>(
         scale,
         "--safety-margin",
         margin,
+        "--tier",
+        "seed",
     ];
     args.extend_from_slice(extra);
     args
