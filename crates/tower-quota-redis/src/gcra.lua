@@ -1,10 +1,13 @@
 -- GCRA over several cells at once, all or nothing, in integer microseconds.
 --
--- KEYS[i]  one cell's key (its parameters are part of the key)
+-- KEYS[3i-2]  cell i's theoretical arrival time (TAT)
+-- KEYS[3i-1]  cell i's shared interval (a learned pace), if any processes shared one
+-- KEYS[3i]    cell i's shared hold: until when every process waits
 -- ARGV[1]  "" to use the server's TIME, or a time in µs (tests only)
 -- ARGV[2]  catch-up credit in µs: a head late by up to this much keeps the schedule
 -- ARGV[3 + 3(i-1)], ARGV[4 + 3(i-1)], ARGV[5 + 3(i-1)]
---          cell i's interval, tolerance (burst - 1) x interval, and cost
+--          cell i's interval, burst, and cost; a shared interval replaces
+--          the interval given
 --
 -- Returns {1, 0} when every cell was charged, or {0, wait_us} when none
 -- was and the earliest grant is wait_us from now.
@@ -16,15 +19,17 @@ else
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local credit = tonumber(ARGV[2])
+local cells = #KEYS / 3
 local wait = 0
 local next_tat = {}
-for i = 1, #KEYS do
+for i = 1, cells do
   local at = 3 + (i - 1) * 3
-  local interval = tonumber(ARGV[at])
-  local tau = tonumber(ARGV[at + 1])
+  local interval = tonumber(redis.call('GET', KEYS[3 * i - 1])) or tonumber(ARGV[at])
+  local tau = (tonumber(ARGV[at + 1]) - 1) * interval
   local cost = tonumber(ARGV[at + 2])
-  local tat = tonumber(redis.call('GET', KEYS[i])) or now
-  local allow_at = tat + (cost - 1) * interval - tau
+  local hold = tonumber(redis.call('GET', KEYS[3 * i])) or 0
+  local tat = tonumber(redis.call('GET', KEYS[3 * i - 2])) or now
+  local allow_at = math.max(tat + (cost - 1) * interval - tau, hold)
   if allow_at > now then
     wait = math.max(wait, allow_at - now)
   else
@@ -34,9 +39,9 @@ end
 if wait > 0 then
   return {0, string.format('%d', math.ceil(wait))}
 end
-for i = 1, #KEYS do
+for i = 1, cells do
   -- Once now passes the TAT the cell is as good as new: let it expire then.
   local ttl_ms = math.ceil(math.max(next_tat[i] - now, 0) / 1000) + 10
-  redis.call('SET', KEYS[i], string.format('%d', next_tat[i]), 'PX', string.format('%d', ttl_ms))
+  redis.call('SET', KEYS[3 * i - 2], string.format('%d', next_tat[i]), 'PX', string.format('%d', ttl_ms))
 end
 return {1, '0'}

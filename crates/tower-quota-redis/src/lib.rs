@@ -8,11 +8,21 @@
 //! its FIFO queue, holds and server feedback locally; its queue head asks
 //! Redis and, when told to wait, sleeps exactly that long before asking again.
 //!
-//! Keys carry the quota's parameters and a hash of the API key, never the
-//! key itself, and expire as soon as the quota is fully replenished. When
+//! Keys carry the cell's name and a hash of the API key, never the key
+//! itself, and expire as soon as the quota is fully replenished. When
 //! Redis fails or is slow, the layer falls back as
 //! [`SharedOptions`](tower_quota::SharedOptions) says (by default to a
 //! local limiter at half of each quota) and tries Redis again after a backoff.
+//!
+//! # Learned paces and holds
+//!
+//! What one process learns from the server is kept beside the GCRA state
+//! (`src/share.lua`): a learned pace (as an interval) that every process's
+//! decisions then use, and a hold after a 429 that makes every process wait.
+//! A pace from headers replaces the shared one; a cut after a 429 is taken
+//! unless the shared pace is already slower; growth from probing is taken
+//! only if nobody changed the shared pace meanwhile. A shared pace lives
+//! 10 minutes past its last news.
 //!
 //! # Example
 //!
@@ -54,11 +64,15 @@ use std::time::Duration;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest, Sha256};
-use tower_quota::shared::DecisionFuture;
-use tower_quota::{SharedCell, SharedDecision, SharedStore};
+use tower_quota::shared::{DecisionFuture, ShareFuture};
+use tower_quota::{PaceNews, SharedCell, SharedDecision, SharedNews, SharedStore};
 
 /// The GCRA script (see `src/gcra.lua`).
 const GCRA: &str = include_str!("gcra.lua");
+/// The script that shares learned paces and holds (see `src/share.lua`).
+const SHARE: &str = include_str!("share.lua");
+/// How long a shared pace lives without news.
+const PACE_TTL: Duration = Duration::from_secs(600);
 
 /// The default prefix of every key this crate writes.
 pub const DEFAULT_PREFIX: &str = "trl";
@@ -73,6 +87,7 @@ pub const DEFAULT_PREFIX: &str = "trl";
 pub struct RedisStore {
     conn: ConnectionManager,
     script: Arc<Script>,
+    share_script: Arc<Script>,
     prefix: String,
     namespace: String,
     now_override: Option<u64>,
@@ -102,6 +117,7 @@ impl RedisStore {
         Ok(RedisStore {
             conn,
             script: Arc::new(Script::new(GCRA)),
+            share_script: Arc::new(Script::new(SHARE)),
             prefix: DEFAULT_PREFIX.to_owned(),
             namespace: namespace_of(secret),
             now_override: None,
@@ -114,19 +130,17 @@ impl RedisStore {
         self
     }
 
-    /// The Redis key of a cell: prefix, namespace (hash of the secret), the
-    /// cell's name, and its parameters, so a changed quota never reads an
-    /// old quota's state.
+    /// The Redis key of a cell's GCRA state: prefix, namespace (hash of the
+    /// secret), `tat`, the cell's name. Its interval is not part of it: a
+    /// learned pace changes, the schedule stays.
     pub fn key_of(&self, cell: &SharedCell) -> String {
-        let name = cell.name.replace('\u{1f}', ":");
-        format!(
-            "{}:{}:{}:{}us:{}",
-            self.prefix,
-            self.namespace,
-            name,
-            micros(cell.interval),
-            cell.burst
-        )
+        self.key("tat", &cell.name)
+    }
+
+    /// The key of `kind` (`tat`, `pace`, `hold`) for the cell named `name`.
+    fn key(&self, kind: &str, name: &str) -> String {
+        let name = name.replace('\u{1f}', ":");
+        format!("{}:{}:{kind}:{name}", self.prefix, self.namespace)
     }
 
     /// Decides as if the server's clock read `now_us` (tests compare the
@@ -151,11 +165,12 @@ impl RedisStore {
             )
             .arg(micros(catch_up));
         for cell in cells {
-            let interval = micros(cell.interval).max(1);
             invocation
-                .key(self.key_of(cell))
-                .arg(interval)
-                .arg(interval * u64::from(cell.burst.saturating_sub(1)))
+                .key(self.key("tat", &cell.name))
+                .key(self.key("pace", &cell.name))
+                .key(self.key("hold", &cell.name))
+                .arg(micros(cell.interval).max(1))
+                .arg(cell.burst.max(1))
                 .arg(cell.cost);
         }
         let mut conn = self.conn.clone();
@@ -168,7 +183,56 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Shares one process's news about a cell; the shared interval after it.
+    pub async fn share_now(
+        &self,
+        news: &SharedNews,
+    ) -> Result<Option<Duration>, redis::RedisError> {
+        let (kind, to, from) = match news.pace {
+            None => ("", Duration::ZERO, Duration::ZERO),
+            Some(PaceNews::Set(to)) => ("set", to, Duration::ZERO),
+            Some(PaceNews::Slower(to)) => ("slower", to, Duration::ZERO),
+            Some(PaceNews::Faster { from, to }) => ("faster", to, from),
+            Some(_) => ("", Duration::ZERO, Duration::ZERO),
+        };
+        let mut invocation = self.share_script.prepare_invoke();
+        invocation
+            .key(self.key("pace", &news.name))
+            .key(self.key("hold", &news.name))
+            .arg(
+                self.now_override
+                    .map_or_else(String::new, |t| t.to_string()),
+            )
+            .arg(kind)
+            .arg(micros(to).max(1))
+            .arg(micros(from).max(1))
+            .arg(
+                news.hold
+                    .map_or_else(String::new, |h| micros(h).to_string()),
+            )
+            .arg(PACE_TTL.as_millis().to_string());
+        let mut conn = self.conn.clone();
+        let shared: String = invocation.invoke_async(&mut conn).await?;
+        Ok(shared
+            .parse::<u64>()
+            .ok()
+            .filter(|&us| us > 0)
+            .map(Duration::from_micros))
+    }
+}
+
 impl SharedStore for RedisStore {
+    fn share(&self, news: SharedNews) -> ShareFuture {
+        let store = self.clone();
+        Box::pin(async move {
+            store
+                .share_now(&news)
+                .await
+                .map_err(|e| Box::new(RedisStoreError::call(e)) as tower_quota::BoxError)
+        })
+    }
+
     fn decide(&self, cells: Vec<SharedCell>, catch_up: Duration) -> DecisionFuture {
         let store = self.clone();
         Box::pin(async move {

@@ -282,3 +282,175 @@ async fn redis_killed_mid_run_falls_back_and_comes_back() {
     assert_eq!(keys.len(), 1, "decisions went back to the restarted Redis");
     drop(server);
 }
+
+#[tokio::test]
+async fn the_share_script_takes_headers_cuts_and_growth_as_documented() {
+    let Some(url) = redis_url("the_share_script_takes_headers_cuts_and_growth_as_documented").await
+    else {
+        return;
+    };
+    use tower_quota::{PaceNews, SharedNews};
+    let prefix = unique_prefix("share");
+    let now = 2_000_000_000_000u64;
+    let store = RedisStore::new(&url, SECRET)
+        .unwrap()
+        .prefix(prefix.clone())
+        .at_time(now);
+    let ms = Duration::from_millis;
+    let news = |pace: Option<PaceNews>, hold: Option<Duration>| {
+        let mut n = SharedNews::new("chat\u{1f}m".to_owned());
+        n.pace = pace;
+        n.hold = hold;
+        n
+    };
+    // Nothing shared yet: no pace.
+    assert_eq!(store.share_now(&news(None, None)).await.unwrap(), None);
+    // Headers set it; a faster cut is refused, a slower one taken.
+    let set = news(Some(PaceNews::Set(ms(100))), None);
+    assert_eq!(store.share_now(&set).await.unwrap(), Some(ms(100)));
+    let faster_cut = news(Some(PaceNews::Slower(ms(50))), None);
+    assert_eq!(store.share_now(&faster_cut).await.unwrap(), Some(ms(100)));
+    let cut = news(Some(PaceNews::Slower(ms(150))), None);
+    assert_eq!(store.share_now(&cut).await.unwrap(), Some(ms(150)));
+    // Growth from a stale pace (someone cut meanwhile) is refused; from the shared one, taken.
+    let stale = news(
+        Some(PaceNews::Faster {
+            from: ms(100),
+            to: ms(90),
+        }),
+        None,
+    );
+    assert_eq!(store.share_now(&stale).await.unwrap(), Some(ms(150)));
+    let grow = news(
+        Some(PaceNews::Faster {
+            from: ms(150),
+            to: ms(140),
+        }),
+        None,
+    );
+    assert_eq!(store.share_now(&grow).await.unwrap(), Some(ms(140)));
+
+    // Decisions use the shared pace, not the caller's, and wait out a shared hold.
+    let cell = SharedCell::new("chat\u{1f}m".to_owned(), ms(10), 1, 1);
+    let at = |t: u64| {
+        RedisStore::new(&url, SECRET)
+            .unwrap()
+            .prefix(prefix.clone())
+            .at_time(t)
+    };
+    let decide = |t: u64| {
+        let store = at(t);
+        let cell = cell.clone();
+        async move { store.decide_now(&[cell], Duration::ZERO).await.unwrap() }
+    };
+    assert_eq!(decide(now).await, SharedDecision::Granted);
+    assert_eq!(
+        decide(now + 10_000).await,
+        SharedDecision::Wait(ms(130)),
+        "140 ms, not 10 ms, apart"
+    );
+    at(now + 140_000)
+        .share_now(&news(None, Some(Duration::from_secs(2))))
+        .await
+        .unwrap();
+    assert_eq!(
+        decide(now + 140_000).await,
+        SharedDecision::Wait(Duration::from_secs(2)),
+        "held for every process"
+    );
+    assert_eq!(decide(now + 2_140_000).await, SharedDecision::Granted);
+
+    // Keys hold no secret, only numbers.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
+    for key in &keys {
+        assert!(!key.contains("secret"), "{key}");
+        let value: String = conn.get(key).await.unwrap();
+        assert!(value.bytes().all(|b| b.is_ascii_digit()), "{key} = {value}");
+    }
+    let _: () = conn.del(keys).await.unwrap();
+}
+
+#[tokio::test]
+async fn layers_share_what_they_learn_and_a_429_seen_by_one_holds_all() {
+    let Some(url) = redis_url("layers_share_what_they_learn_and_a_429_seen_by_one_holds_all").await
+    else {
+        return;
+    };
+    use tower_quota::{Adaptive, KeyBy, PaceSource, RateHeaders};
+    let prefix = unique_prefix("learned");
+    let learned_limits = || {
+        let learn = Adaptive::new("100/s".parse().unwrap())
+            .floor("1/s".parse().unwrap())
+            .headers(RateHeaders::together_requests());
+        Limits::builder()
+            .quota("chat", Quota::adaptive(learn).keyed_by(KeyBy::model()))
+            .route(Route::new(http::Method::POST, "/chat").quota("chat"))
+            .build()
+            .unwrap()
+    };
+    let layer = |answer: &'static [(&'static str, &'static str)],
+                 status: u16,
+                 log: Arc<Mutex<Vec<u128>>>| {
+        let store = RedisStore::new(&url, SECRET)
+            .unwrap()
+            .prefix(prefix.clone());
+        let layer =
+            RateLimitLayer::shared(learned_limits(), Arc::new(store), SharedOptions::default())
+                .unwrap();
+        let svc: Svc =
+            BoxCloneService::new(layer.layer(service_fn(move |_: http::Request<String>| {
+                log.lock().unwrap().push(unix_us());
+                let mut res = http::Response::builder().status(status);
+                for (k, v) in answer {
+                    res = res.header(*k, *v);
+                }
+                async move { Ok::<_, Infallible>(res.body(String::new()).unwrap()) }
+            })));
+        (layer, svc)
+    };
+    let chat = || {
+        http::Request::post("/chat")
+            .body(r#"{"model":"m"}"#.to_owned())
+            .unwrap()
+    };
+    // Process A learns 5/s from a header; process B, told nothing, follows it.
+    let (a_layer, a) = layer(&[("x-ratelimit-limit", "5")], 200, Arc::default());
+    a.clone().oneshot(chat()).await.unwrap();
+    assert_eq!(
+        a_layer.snapshot().cell("chat", Some("m")).unwrap().source,
+        PaceSource::Header
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await; // the share is sent in the background
+    let b_log = Arc::new(Mutex::new(Vec::new()));
+    let (_b_layer, b) = layer(&[], 200, b_log.clone());
+    for _ in 0..3 {
+        b.clone().oneshot(chat()).await.unwrap();
+    }
+    let times = b_log.lock().unwrap().clone();
+    let gap = times[2] - times[1];
+    assert!(
+        gap >= 190_000,
+        "B paced at the shared 5/s (~202 ms), not its own 100/s: {gap} µs"
+    );
+
+    // Process C meets a 429 asking for 1 s: D waits it out too.
+    let (_c_layer, c) = layer(&[("retry-after", "1")], 429, Arc::default());
+    c.clone().oneshot(chat()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let d_log = Arc::new(Mutex::new(Vec::new()));
+    let (_d_layer, d) = layer(&[], 200, d_log.clone());
+    let start = unix_us();
+    d.clone().oneshot(chat()).await.unwrap();
+    let waited = d_log.lock().unwrap()[0] - start;
+    assert!(
+        waited >= 850_000,
+        "D held by C's 429 (~950 ms left), waited {waited} µs"
+    );
+
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
+    let _: () = conn.del(keys).await.unwrap();
+}

@@ -37,8 +37,10 @@ use crate::BoxError;
 use crate::adaptive::{LearnParams, PaceSource};
 use crate::config::{CellParams, CompiledRoute, Limits};
 use crate::error::{CostTooHigh, StoreUnavailable, WaitTimeout};
-use crate::learn::Learner;
-use crate::shared::{OnStoreFailure, SharedCell, SharedDecision, SharedOptions, SharedStore};
+use crate::learn::{Learner, Move};
+use crate::shared::{
+    OnStoreFailure, PaceNews, SharedCell, SharedDecision, SharedNews, SharedOptions, SharedStore,
+};
 
 /// How often idle keyed cells are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -153,7 +155,7 @@ impl Cell {
             queue: VecDeque::new(),
             queued_cost: 0,
             hold_until: None,
-            learner: learn.map(|l| Box::new(Learner::new(l.clone()))),
+            learner: learn.map(|l| Box::new(Learner::new(l.clone(), 1.0 / share))),
             last_used: now,
         };
         cell.repace(margin);
@@ -616,7 +618,12 @@ impl Engine {
 
     /// Reads a response to a request granted on `cells`: holds them if the
     /// server asks for a pause, and lets learning cells learn from it.
-    pub(crate) fn feedback(&self, cells: &[Granted], status: StatusCode, headers: &HeaderMap) {
+    pub(crate) fn feedback(
+        self: &Arc<Self>,
+        cells: &[Granted],
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) {
         let hold = self.hold_for(status, headers);
         let learns = cells
             .iter()
@@ -627,11 +634,14 @@ impl Engine {
         let now = Instant::now();
         let now_off = self.offset(now);
         let margin = self.limits.safety_margin;
+        let mut news = Vec::new();
         let mut state = self.lock();
         for granted in cells {
             let Some(cell) = state.cells.get_mut(&granted.key) else {
                 continue;
             };
+            let before = cell.params.interval;
+            let mut pace_news = None;
             let name = CellName {
                 quota: &self.limits.quotas[granted.key.quota].name,
                 key: granted.key.key.as_deref(),
@@ -642,6 +652,12 @@ impl Engine {
                 let learned = learner.answered(now, status, headers, cost, granted.epoch, &name);
                 if learned.repace {
                     cell.repace(margin);
+                    let to = cell.params.interval;
+                    pace_news = learned.moved.map(|moved| match moved {
+                        Move::Header => PaceNews::Set(to),
+                        Move::Cut => PaceNews::Slower(to),
+                        Move::Grow => PaceNews::Faster { from: before, to },
+                    });
                 }
                 if learned.charge > 0.0 {
                     tracing::debug!(cell = %name, units = learned.charge, "rate limit: the server counts more spent than this cell did; charging the difference");
@@ -665,6 +681,59 @@ impl Engine {
                     "rate limit: holding"
                 );
             }
+            if self.shared.is_some() && (pace_news.is_some() || hold.is_some()) {
+                let mut n = SharedNews::new(self.cell_name(&granted.key));
+                n.pace = pace_news;
+                n.hold = hold.map(|(_, delay, _)| delay);
+                news.push((granted.key.clone(), n));
+            }
+        }
+        drop(state);
+        for (key, n) in news {
+            self.share(key, n);
+        }
+    }
+
+    /// Shares `news` of cell `key` through the store, then follows the
+    /// shared pace it answers. Failures only cost the sharing: the breaker
+    /// is for decisions.
+    fn share(self: &Arc<Self>, key: CellKey, news: SharedNews) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let share = tokio::time::timeout(shared.options.timeout, shared.store.share(news));
+        let engine = self.clone();
+        runtime.spawn(async move {
+            match share.await {
+                Ok(Ok(Some(interval))) => engine.adopt(&key, interval),
+                Ok(Ok(None)) => {}
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "rate limit: could not share what was learned")
+                }
+                Err(_) => tracing::debug!("rate limit: sharing what was learned timed out"),
+            }
+        });
+    }
+
+    /// Follows a shared interval (after the margin) in a learning cell.
+    fn adopt(&self, key: &CellKey, interval: Duration) {
+        if interval.is_zero() {
+            return;
+        }
+        let margin = self.limits.safety_margin;
+        let mut state = self.lock();
+        let Some(cell) = state.cells.get_mut(key) else {
+            return;
+        };
+        let Some(learner) = cell.learner.as_mut() else {
+            return;
+        };
+        let per_second = 1.0 / (interval.as_secs_f64() * (1.0 - margin));
+        if learner.adopt(per_second) {
+            cell.repace(margin);
         }
     }
 

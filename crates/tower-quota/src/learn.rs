@@ -92,11 +92,24 @@ impl Rolling {
     }
 }
 
+/// Why a pace moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Move {
+    /// The server's headers.
+    Header,
+    /// A cut after a 429.
+    Cut,
+    /// Probing growth.
+    Grow,
+}
+
 /// What a response changed in a cell.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub(crate) struct Learned {
     /// The pace changed: the cell must be re-paced.
     pub(crate) repace: bool,
+    /// Why, when it did.
+    pub(crate) moved: Option<Move>,
     /// Units someone else spent from the server's limit: charged to the cell.
     pub(crate) charge: f64,
     /// The server says the limit is spent until this long from now.
@@ -123,6 +136,10 @@ pub(crate) struct Learner {
     successes: Rolling,
     spent: Option<Rolling>,
     logged: Option<(Instant, f64)>,
+    /// How many processes share this cell through a store (1 alone): each
+    /// sees 1/peers of the successes and grows the shared pace 1/peers as fast.
+    peers: f64,
+    moved: Option<Move>,
 }
 
 /// A number from the first of `names` present, the lowest where several are.
@@ -192,7 +209,7 @@ pub(crate) fn parse_reset(text: &str) -> Option<Duration> {
 }
 
 impl Learner {
-    pub(crate) fn new(params: Arc<LearnParams>) -> Self {
+    pub(crate) fn new(params: Arc<LearnParams>, peers: f64) -> Self {
         let spent = params.headers.as_ref().map(|h| Rolling::new(h.period));
         Learner {
             pace: params.start,
@@ -206,12 +223,23 @@ impl Learner {
             successes: Rolling::new(params.ramp_window),
             spent,
             logged: None,
+            peers: peers.max(1.0),
+            moved: None,
             params,
         }
     }
 
     pub(crate) fn weighted(&self) -> bool {
         self.params.weighted
+    }
+
+    /// Follows the pace every process shares (`per_second`), keeping the source.
+    pub(crate) fn adopt(&mut self, per_second: f64) -> bool {
+        if !(per_second.is_finite() && per_second > 0.0) {
+            return false;
+        }
+        self.pace = per_second.clamp(self.params.floor, self.params.ceiling);
+        self.needs_repace()
     }
 
     /// The pace to run the cell's limiter at; noted as applied.
@@ -254,6 +282,7 @@ impl Learner {
         cell: &CellName<'_>,
     ) -> Learned {
         let mut out = Learned::default();
+        self.moved = None;
         if status.is_success() {
             self.successes.add(now, cost);
         }
@@ -263,6 +292,7 @@ impl Learner {
                 Reading::Value(limit) if limit > 0.0 => {
                     self.header_at = Some(now);
                     self.set(now, limit / period, PaceSource::Header, cell);
+                    self.moved = Some(Move::Header);
                 }
                 Reading::Value(_) => {
                     tracing::debug!(%cell, "rate limit: ignoring a zero limit header");
@@ -310,6 +340,7 @@ impl Learner {
             }
         }
         out.repace = self.needs_repace();
+        out.moved = self.moved.filter(|_| out.repace);
         out
     }
 
@@ -319,18 +350,19 @@ impl Learner {
         self.epoch += 1;
         self.grown_at = None;
         self.set(now, from * self.params.decrease, PaceSource::Probe, cell);
+        self.moved = Some(Move::Cut);
     }
 
     fn grow(&mut self, now: Instant, cell: &CellName<'_>) {
         let p = &self.params;
         let dt = self.grown_at.map_or(0.0, |t| {
             now.saturating_duration_since(t).as_secs_f64().min(1.0)
-        });
+        }) / self.peers;
         self.grown_at = Some(now);
         if dt == 0.0 {
             return;
         }
-        let recent = self.successes.sum_within(now) / p.ramp_window.as_secs_f64();
+        let recent = self.peers * self.successes.sum_within(now) / p.ramp_window.as_secs_f64();
         let bound = (p.ramp * recent).max(p.start).max(self.pace);
         let next = match self.cut_from {
             None => self.pace * 2f64.powf(dt),
@@ -344,6 +376,7 @@ impl Learner {
             }
         };
         self.set(now, next.min(bound), PaceSource::Probe, cell);
+        self.moved = Some(Move::Grow);
     }
 
     /// Moves the pace to `to` (clamped to the bounds), noting where it came from.

@@ -87,7 +87,9 @@ pub use cost::{Cost, CostFn, KeyBy, TokenEstimate};
 pub use layer::RateLimitLayer;
 pub use rate::{Rate, RateParseError, parse_duration};
 pub use service::RateLimit;
-pub use shared::{OnStoreFailure, SharedCell, SharedDecision, SharedOptions, SharedStore};
+pub use shared::{
+    OnStoreFailure, PaceNews, SharedCell, SharedDecision, SharedNews, SharedOptions, SharedStore,
+};
 pub use snapshot::{CellSnapshot, Snapshot};
 
 /// The error type of [`RateLimit`]: errors of this crate (see [`error`]) or of the inner service.

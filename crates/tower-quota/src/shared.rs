@@ -7,6 +7,11 @@
 //! store fails or times out, the layer falls back as [`OnStoreFailure`] says,
 //! and asks the store again after a backoff (a circuit breaker); every change
 //! of mode emits a `tracing` event.
+//!
+//! What a process learns from the server (a learned pace, a hold after a
+//! 429) is [shared](SharedStore::share) too: a store that keeps it decides
+//! every process's requests at the shared pace and holds them all, and each
+//! process follows the shared pace in its own cells.
 
 use std::fmt;
 use std::future::Future;
@@ -55,14 +60,68 @@ pub enum SharedDecision {
 /// The future a [`SharedStore`] returns.
 pub type DecisionFuture = Pin<Box<dyn Future<Output = Result<SharedDecision, BoxError>> + Send>>;
 
+/// The future of [`SharedStore::share`]: the cell's shared interval after the news, if any.
+pub type ShareFuture = Pin<Box<dyn Future<Output = Result<Option<Duration>, BoxError>> + Send>>;
+
+/// How one process's learned pace moved (all as intervals after the safety margin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PaceNews {
+    /// The server said so (headers): the shared pace becomes this.
+    Set(Duration),
+    /// A cut after a 429: the shared pace becomes this unless it is already slower.
+    Slower(Duration),
+    /// Probing grew the pace from `from`: the shared pace becomes `to`
+    /// only if it still is `from` (another process may have cut it meanwhile).
+    Faster {
+        /// The interval the growth started from.
+        from: Duration,
+        /// The new interval.
+        to: Duration,
+    },
+}
+
+/// What one process learned about a cell, for [`SharedStore::share`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SharedNews {
+    /// The cell's name, as in [`SharedCell::name`].
+    pub name: String,
+    /// The pace's move, if it moved.
+    pub pace: Option<PaceNews>,
+    /// The server asks every caller to hold off this long.
+    pub hold: Option<Duration>,
+}
+
+impl SharedNews {
+    /// No news yet about the cell `name`.
+    pub fn new(name: String) -> Self {
+        SharedNews {
+            name,
+            pace: None,
+            hold: None,
+        }
+    }
+}
+
 /// Where shared GCRA decisions are made.
 ///
 /// `decide` must be atomic over all the cells: charge every one or none.
 /// `catch_up` is the layer's catch-up credit: a head that is late by up to
 /// that much may be granted as of when its slot came due.
 pub trait SharedStore: Send + Sync + fmt::Debug + 'static {
-    /// Decides for one request drawing on `cells`.
+    /// Decides for one request drawing on `cells`. A store that keeps shared
+    /// paces and holds ([`share`](Self::share)) decides at the shared pace
+    /// (instead of `interval`) and makes a held cell wait.
     fn decide(&self, cells: Vec<SharedCell>, catch_up: Duration) -> DecisionFuture;
+
+    /// Takes what one process learned about a cell and answers the cell's
+    /// shared interval afterwards (which the process then follows). The
+    /// default keeps nothing: each process learns alone.
+    fn share(&self, news: SharedNews) -> ShareFuture {
+        let _ = news;
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// What the layer does while the shared store is failing.
