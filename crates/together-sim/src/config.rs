@@ -29,6 +29,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::dynamic::{CapChange, DynamicLimits};
+
 /// Route pattern of `POST /v1/chat/completions`.
 pub const CHAT: &str = "/v1/chat/completions";
 /// Route pattern of `POST /v1/completions`.
@@ -193,16 +195,16 @@ impl<'de> Deserialize<'de> for Rate {
     }
 }
 
-mod duration_str {
+pub(crate) mod duration_str {
     use super::parse_duration;
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&format_args!("{}ms", d.as_millis()))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         parse_duration(&s).map_err(serde::de::Error::custom)
     }
@@ -534,6 +536,11 @@ pub struct SimConfig {
     pub batches: BatchConfig,
     /// Faults.
     pub faults: FaultConfig,
+    /// Dynamic limits (TOML table `[dynamic]`; default off). When set, its
+    /// routes follow the [dynamic rule](crate::dynamic) instead of
+    /// [`routes`](Self::routes) and [`model_limits`](Self::model_limits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynamic: Option<DynamicLimits>,
 }
 
 impl std::fmt::Debug for SimConfig {
@@ -558,6 +565,7 @@ impl std::fmt::Debug for SimConfig {
             .field("fine_tunes", &self.fine_tunes)
             .field("batches", &self.batches)
             .field("faults", &self.faults)
+            .field("dynamic", &self.dynamic)
             .finish()
     }
 }
@@ -612,6 +620,7 @@ impl Default for SimConfig {
             fine_tunes: FineTuneConfig::default(),
             batches: BatchConfig::default(),
             faults: FaultConfig::default(),
+            dynamic: None,
         }
     }
 }
@@ -656,7 +665,8 @@ impl SimConfig {
         Self::from_toml_str(&s)
     }
 
-    /// Checks what serde cannot: positive time scale, probabilities, keys.
+    /// Checks what serde cannot: positive time scale, probabilities, keys,
+    /// and [`DynamicLimits::validate`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
             return Err(ConfigError::new(format!(
@@ -682,6 +692,9 @@ impl SimConfig {
                     "burst of {name} must be above zero"
                 )));
             }
+        }
+        if let Some(d) = &self.dynamic {
+            d.validate()?;
         }
         Ok(())
     }
@@ -869,6 +882,12 @@ impl SimBuilder {
     /// Adds a fault rule.
     pub fn fault(mut self, rule: FaultRule) -> Self {
         self.config.faults.rules.push(rule);
+        self
+    }
+
+    /// Turns on [dynamic limits](crate::dynamic) on their routes.
+    pub fn dynamic(mut self, limits: DynamicLimits) -> Self {
+        self.config.dynamic = Some(limits);
         self
     }
 

@@ -4,7 +4,9 @@
 //! It serves chat, completions, embeddings, images, models, fine-tunes,
 //! files and batches with deterministic fake content; enforces request,
 //! token and image rates per key, route and model (`sliding` or `gcra`
-//! mode, per 1-second window as Together does); answers errors in
+//! mode, per 1-second window as Together does) or Together's [dynamic
+//! limits](dynamic) (a rate per key and model following recent successful
+//! usage, between a base and a cap); answers errors in
 //! Together's shape; injects faults from a seeded RNG; compresses time by
 //! [`time_scale`](config::SimConfig::time_scale); and records what it saw
 //! in [`Stats`] (served at `GET /sim/stats` too).
@@ -45,6 +47,11 @@
 //! `retry-after`) on a 429 is the real time until enough of the window
 //! frees, rounded up to the millisecond (to the second for `retry-after`).
 //! Faults apply after the limits: a faulted request was charged.
+//!
+//! With `[dynamic]` set, its routes follow the [dynamic rule](dynamic)
+//! instead: a rate per key and model of `multiple` x the successful rate
+//! over `window`, between `base` and `cap`, strict per 1-second window,
+//! with optional capacity 503s and `-dynamic` rate headers in real units.
 //!
 //! # Time
 //!
@@ -127,12 +134,22 @@
 //! kind = "503"                # "503" | "500" | "502" | "close" | "latency"
 //! from = 5
 //! to = 8
+//!
+//! [dynamic]                   # optional; replaces the static limits of its routes
+//! multiple = 2.0
+//! window = "10s"
+//! base = 1.0                  # requests per second
+//! cap = 40.0
+//! [[dynamic.cap_schedule]]
+//! at = "60s"
+//! cap = 10.0
 //! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod dynamic;
 mod fake;
 mod faults;
 mod jobs;
@@ -141,7 +158,7 @@ mod multipart;
 mod server;
 pub mod stats;
 
-pub use config::{ConfigError, Mode, Rate, SimBuilder, SimConfig};
+pub use config::{ConfigError, DynamicLimits, Mode, Rate, SimBuilder, SimConfig};
 pub use limits::{LimitKind, LimiterStats};
 pub use server::{SimHandle, SpawnError};
 pub use stats::Stats;

@@ -3,9 +3,10 @@
 //!
 //! Order of checks for every request: route known (else 404 after auth),
 //! `Authorization: Bearer KEY` (401), body size (413), JSON (400), fields
-//! and model (400, 404), context length (403), rate limits (429), faults
-//! (503/500/502/close/latency), then the answer. `GET /sim/stats` needs no
-//! key and is not counted.
+//! and model (400, 404), context length (403), rate limits (429; on a
+//! [dynamic](crate::dynamic) route the dynamic rule, then its capacity
+//! 503), faults (503/500/502/close/latency), then the answer.
+//! `GET /sim/stats` needs no key and is not counted.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ use crate::config::{
     CHAT, COMPLETIONS, ConfigError, EMBEDDINGS, HeaderConfig, IMAGES, RetryAfter, SimBuilder,
     SimConfig,
 };
+use crate::dynamic::{Admission, Dynamic, Exceeded, View};
 use crate::fake::{ApiError, Catalog};
 use crate::faults::{Action, Faults};
 use crate::jobs::Jobs;
@@ -178,6 +180,7 @@ pub(crate) struct Shared {
     jobs: Jobs,
     faults: Faults,
     catalog: Catalog,
+    dynamic: Option<Dynamic>,
 }
 
 impl Shared {
@@ -189,6 +192,10 @@ impl Shared {
             jobs: Jobs::new(config.fine_tunes.clone(), config.batches.clone()),
             faults: Faults::new(&config.faults),
             catalog: Catalog::new(&config),
+            dynamic: config
+                .dynamic
+                .clone()
+                .map(|d| Dynamic::new(d, config.faults.seed)),
             config,
         }
     }
@@ -202,6 +209,10 @@ impl Shared {
             total_429: 0,
             counts: Vec::new(),
             limiters: self.limits.snapshot(),
+            dynamic: self
+                .dynamic
+                .as_ref()
+                .map_or_else(Vec::new, |d| d.snapshot(now)),
             arrivals: Vec::new(),
             arrivals_dropped: 0,
             fine_tunes: self.jobs.fine_tune_stats(now),
@@ -247,6 +258,20 @@ impl Shared {
         if h.reset_on_429 {
             put(hs, "x-ratelimit-reset", fmt_secs(real));
         }
+        self.retry_hints(hs, real);
+        if r.kind == LimitKind::Tokens {
+            put(hs, "x-tokenlimit-limit", r.limit.to_string());
+            put(hs, "x-tokenlimit-remaining", "0".into());
+        } else {
+            put(hs, "x-ratelimit-limit", r.limit.to_string());
+            put(hs, "x-ratelimit-remaining", "0".into());
+        }
+        resp
+    }
+
+    /// `retry-after` and `retry-after-ms` for a real wait, as configured.
+    fn retry_hints(&self, hs: &mut http::HeaderMap, real: Duration) {
+        let h = &self.config.headers;
         let ms = ceil_ms(real).max(1);
         match h.retry_after {
             RetryAfter::None => {}
@@ -259,13 +284,43 @@ impl Shared {
         if h.retry_after_ms {
             put(hs, "retry-after-ms", ms.to_string());
         }
-        if r.kind == LimitKind::Tokens {
-            put(hs, "x-tokenlimit-limit", r.limit.to_string());
-            put(hs, "x-tokenlimit-remaining", "0".into());
-        } else {
-            put(hs, "x-ratelimit-limit", r.limit.to_string());
-            put(hs, "x-ratelimit-remaining", "0".into());
+    }
+
+    /// The rate headers of a dynamic route's answer, when switched on.
+    fn dynamic_headers(&self, d: &Dynamic, resp: &mut Resp, view: &View) {
+        if d.headers() {
+            view.write(resp.headers_mut(), self.config.time_scale);
         }
+    }
+
+    /// A dynamic route's 429.
+    fn dynamic_too_many(&self, d: &Dynamic, kind: Exceeded, view: &View) -> Resp {
+        let wait = view.reset();
+        let real = self.clock.to_real(wait);
+        let (kind, what, rate) = match kind {
+            Exceeded::Requests => ("dynamic_request_limited", "requests", view.rate()),
+            Exceeded::Tokens => (
+                "dynamic_token_limited",
+                "tokens",
+                view.token_rate().unwrap_or_default(),
+            ),
+        };
+        let e = ApiError::new(
+            429,
+            kind,
+            format!(
+                "You have exceeded your dynamic rate limit of {} {what} per second for this API key and model. Ramp up gradually and retry after {} s.",
+                crate::dynamic::fmt_num(rate),
+                fmt_secs(wait),
+            ),
+        );
+        let mut resp = json_response(429, &e.body());
+        if d.headers() {
+            view.write(resp.headers_mut(), self.config.time_scale);
+        } else {
+            put(resp.headers_mut(), "x-ratelimit-reset", fmt_secs(real));
+        }
+        self.retry_hints(resp.headers_mut(), real);
         resp
     }
 
@@ -295,7 +350,7 @@ impl Shared {
     }
 }
 
-fn put(hs: &mut http::HeaderMap, name: &'static str, value: String) {
+pub(crate) fn put(hs: &mut http::HeaderMap, name: &'static str, value: String) {
     if let Ok(v) = HeaderValue::from_str(&value) {
         hs.insert(HeaderName::from_static(name), v);
     }
@@ -451,16 +506,44 @@ async fn serve<'s>(
         images: if route == Route::Images { p.n } else { 0 },
     });
     let model = info.model.as_deref();
-    let grants = match st
-        .limits
-        .acquire(key, pattern, model, cost, || st.clock.now())
-    {
-        Ok(g) => g,
-        Err(r) => {
-            info.limited = true;
-            tracing::debug!(route = pattern, "rate limited");
-            return Err(Exit::Answer(st.too_many(r)));
+    let dynamic = st.dynamic.as_ref().filter(|d| d.governs(pattern));
+    let mut ticket = None;
+    let grants = match (dynamic, model) {
+        (Some(d), Some(m)) => {
+            let label = key_label(&st.config.api_keys, key);
+            match d.admit(&label, m, cost.tokens, || st.clock.now()) {
+                Admission::Accepted(t) => {
+                    ticket = Some((d, t));
+                    Vec::new()
+                }
+                Admission::Limited(kind, view) => {
+                    info.limited = true;
+                    tracing::debug!(route = pattern, "dynamic rate limited");
+                    return Err(Exit::Answer(st.dynamic_too_many(d, kind, &view)));
+                }
+                Admission::Capacity(view) => {
+                    let e = ApiError::new(
+                        503,
+                        "server_error",
+                        "The model is over capacity right now (not your usage): retry with backoff.",
+                    );
+                    let mut resp = json_response(503, &e.body());
+                    st.dynamic_headers(d, &mut resp, &view);
+                    return Err(Exit::Answer(resp));
+                }
+            }
         }
+        _ => match st
+            .limits
+            .acquire(key, pattern, model, cost, || st.clock.now())
+        {
+            Ok(g) => g,
+            Err(r) => {
+                info.limited = true;
+                tracing::debug!(route = pattern, "rate limited");
+                return Err(Exit::Answer(st.too_many(r)));
+            }
+        },
     };
     let (action, latency) = st.faults.decide(pattern, model);
     if !latency.is_zero() {
@@ -474,7 +557,11 @@ async fn serve<'s>(
                 502 => ("server_error", "Bad gateway."),
                 _ => ("server_error", "Internal server error."),
             };
-            return Err(ApiError::new(s, kind, msg).into());
+            let mut resp = json_response(s, &ApiError::new(s, kind, msg).body());
+            if let Some((d, t)) = &ticket {
+                st.dynamic_headers(d, &mut resp, &t.view(d, || st.clock.now()));
+            }
+            return Err(Exit::Answer(resp));
         }
         None => {}
     }
@@ -508,7 +595,13 @@ async fn serve<'s>(
         _ => Value::Null,
     };
     let mut resp = json_response(200, &v);
-    st.success_headers(&mut resp, &grants);
+    match &ticket {
+        Some((d, t)) => {
+            let view = t.succeed(d, || st.clock.now());
+            st.dynamic_headers(d, &mut resp, &view);
+        }
+        None => st.success_headers(&mut resp, &grants),
+    }
     Ok(resp)
 }
 

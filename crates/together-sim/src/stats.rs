@@ -1,5 +1,5 @@
-//! What the simulator saw: counts by status, limiter peaks, the arrival log
-//! and fine-tune concurrency. Read with
+//! What the simulator saw: counts by status, limiter peaks, dynamic limits
+//! over time, the arrival log and fine-tune concurrency. Read with
 //! [`SimHandle::stats`](crate::SimHandle::stats) or `GET /sim/stats`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -27,6 +27,10 @@ pub struct Stats {
     pub counts: Vec<StatusCount>,
     /// Every limiter that was used.
     pub limiters: Vec<LimiterStats>,
+    /// Every (key, model) seen by the [dynamic limits](crate::dynamic),
+    /// sorted by key label and model (empty when the mode is off).
+    #[serde(default)]
+    pub dynamic: Vec<DynamicStats>,
     /// The most recent arrivals, oldest first (bounded).
     pub arrivals: Vec<Arrival>,
     /// Arrivals dropped from the front of the bounded log.
@@ -62,6 +66,22 @@ impl Stats {
             .find(|l| l.route == route && l.model.as_deref() == model && l.kind == kind)
     }
 
+    /// The dynamic limit of key label `key` (`key-1`, ...) and `model`.
+    pub fn dynamic(&self, key: &str, model: &str) -> Option<&DynamicStats> {
+        self.dynamic
+            .iter()
+            .find(|d| d.key == key && d.model == model)
+    }
+
+    /// The sum of [`DynamicStats::max_accepted_in_1s_over_limit`] over
+    /// every key and model: 0 unless the dynamic rule was broken.
+    pub fn dynamic_over_limit(&self) -> u64 {
+        self.dynamic
+            .iter()
+            .map(|d| d.max_accepted_in_1s_over_limit)
+            .sum()
+    }
+
     /// Answers with `status` on `route` (every key and model).
     pub fn count(&self, route: &str, status: u16) -> u64 {
         self.counts
@@ -70,6 +90,60 @@ impl Stats {
             .map(|c| c.count)
             .sum()
     }
+}
+
+/// One (key, model)'s [dynamic limit](crate::dynamic), in
+/// [`Stats::dynamic`]. Rates are per simulated second (unlike the headers,
+/// which are in real units).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DynamicStats {
+    /// The API key's label (`key-1` for the first configured key).
+    pub key: String,
+    /// The model.
+    pub model: String,
+    /// The request rate `r(t)` now.
+    pub rate: f64,
+    /// The request cap now.
+    pub cap: f64,
+    /// The token rate now (`None` when tokens are not limited).
+    pub token_rate: Option<f64>,
+    /// The token cap (`None` when tokens are not limited).
+    pub token_cap: Option<f64>,
+    /// Requests accepted (charged to the 1-second window).
+    pub accepted: u64,
+    /// Accepted requests answered 2xx.
+    pub successes: u64,
+    /// Requests answered 429 (by either limit).
+    pub rejected: u64,
+    /// Of `rejected`, those answered `dynamic_token_limited`.
+    pub rejected_tokens: u64,
+    /// Requests within the limit answered a capacity 503.
+    pub capacity_503: u64,
+    /// Requests accepted in the last simulated second, now.
+    pub accepted_in_last_1s: u64,
+    /// Acceptances that left more than `r(t)` requests accepted in the last
+    /// second. The rule makes this impossible: tests assert 0.
+    pub max_accepted_in_1s_over_limit: u64,
+    /// The rate over time, oldest first: at most one sample per 250
+    /// simulated ms (taken when a request is decided), at most 4,096
+    /// (the oldest dropped beyond).
+    pub series: Vec<DynamicSample>,
+    /// Samples dropped from the front of `series`.
+    pub series_dropped: u64,
+}
+
+/// One sample of a [`DynamicStats::series`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DynamicSample {
+    /// Simulated milliseconds since start.
+    pub t_ms: u64,
+    /// The request rate `r(t)`, per simulated second.
+    pub rate: f64,
+    /// The request cap `cap(t)`, per simulated second.
+    pub cap: f64,
+    /// Requests accepted in the last simulated second (including this one
+    /// when it was accepted).
+    pub accepted_in_last_1s: u64,
 }
 
 /// Number of answers of one status.

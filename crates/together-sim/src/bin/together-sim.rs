@@ -1,8 +1,11 @@
 //! `together-sim`: runs the simulator until Ctrl-C.
 //!
 //! ```text
-//! together-sim --config sim.toml --port 0 [--host 127.0.0.1] [--time-scale N] [--mode sliding|gcra]
+//! together-sim --config sim.toml --port 0 [--host 127.0.0.1] [--time-scale N] [--mode sliding|gcra] [--dynamic]
 //! ```
+//!
+//! `--dynamic` turns on the dynamic limits with their defaults when the
+//! config has no `[dynamic]` table (one in the config is kept as it is).
 //!
 //! Prints the bound address and the accepted keys.
 
@@ -11,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use together_sim::{Mode, Sim, SimConfig};
+use together_sim::{DynamicLimits, Mode, Sim, SimConfig};
 
 /// A local Together-compatible server that enforces rate limits.
 #[derive(Debug, Parser)]
@@ -32,6 +35,10 @@ struct Args {
     /// Enforcement mode, `sliding` or `gcra` (overrides the config).
     #[arg(long)]
     mode: Option<Mode>,
+    /// Dynamic limits per key and model (defaults unless the config has a
+    /// `[dynamic]` table).
+    #[arg(long)]
+    dynamic: bool,
 }
 
 #[tokio::main]
@@ -53,6 +60,9 @@ async fn main() -> ExitCode {
     if let Some(m) = args.mode {
         config.mode = m;
     }
+    if args.dynamic && config.dynamic.is_none() {
+        config.dynamic = Some(DynamicLimits::default());
+    }
     let sim = match Sim::builder()
         .config(config)
         .bind(SocketAddr::new(args.host, args.port))
@@ -72,6 +82,16 @@ async fn main() -> ExitCode {
         sim.config().mode,
         sim.config().time_scale
     );
+    if let Some(d) = &sim.config().dynamic {
+        println!(
+            "dynamic limits on {}: {}x the successful rate over {:?}, between {}/s and {}/s",
+            d.routes.join(", "),
+            d.multiple,
+            d.window,
+            d.base,
+            d.cap
+        );
+    }
     let _ = tokio::signal::ctrl_c().await;
     sim.shutdown().await;
     ExitCode::SUCCESS
