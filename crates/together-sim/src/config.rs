@@ -270,6 +270,7 @@ pub struct HeaderConfig {
     /// `x-ratelimit-reset` on 429 (default true).
     pub reset_on_429: bool,
     /// `x-ratelimit-limit/remaining/reset` and `x-tokenlimit-limit/remaining`
+    /// (limits per second in real time, as Together reports them)
     /// on successes (default true).
     pub success_headers: bool,
 }

@@ -222,6 +222,8 @@ pub(crate) struct Cost {
 pub(crate) struct Grant {
     pub(crate) kind: LimitKind,
     pub(crate) limit: u64,
+    /// The simulated window `limit` counts in.
+    pub(crate) window: Duration,
     pub(crate) remaining: u64,
     pub(crate) reset: Duration,
 }
@@ -360,6 +362,7 @@ impl Limits {
             grants.push(Grant {
                 kind: *kind,
                 limit: g.limit,
+                window: g.window,
                 remaining,
                 reset,
             });

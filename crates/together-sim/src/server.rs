@@ -259,11 +259,12 @@ impl Shared {
             put(hs, "x-ratelimit-reset", fmt_secs(real));
         }
         self.retry_hints(hs, real);
+        let limit = self.per_real_second(r.limit, r.window);
         if r.kind == LimitKind::Tokens {
-            put(hs, "x-tokenlimit-limit", r.limit.to_string());
+            put(hs, "x-tokenlimit-limit", limit.clone());
             put(hs, "x-tokenlimit-remaining", "0".into());
         } else {
-            put(hs, "x-ratelimit-limit", r.limit.to_string());
+            put(hs, "x-ratelimit-limit", limit);
             put(hs, "x-ratelimit-remaining", "0".into());
         }
         resp
@@ -324,6 +325,13 @@ impl Shared {
         resp
     }
 
+    /// A limit of `limit` per simulated `window` as Together reports it:
+    /// per second, in real (wall-clock) seconds.
+    fn per_real_second(&self, limit: u64, window: Duration) -> String {
+        let real = self.clock.to_real(window).as_secs_f64();
+        crate::dynamic::fmt_num(limit as f64 / real)
+    }
+
     fn success_headers(&self, resp: &mut Resp, grants: &[Grant]) {
         let h: &HeaderConfig = &self.config.headers;
         if !h.success_headers || grants.is_empty() {
@@ -335,7 +343,7 @@ impl Shared {
             .find(|g| g.kind == LimitKind::Requests)
             .or_else(|| grants.iter().find(|g| g.kind == LimitKind::Images));
         if let Some(g) = req {
-            put(hs, "x-ratelimit-limit", g.limit.to_string());
+            put(hs, "x-ratelimit-limit", self.per_real_second(g.limit, g.window));
             put(hs, "x-ratelimit-remaining", g.remaining.to_string());
             put(
                 hs,
@@ -344,7 +352,7 @@ impl Shared {
             );
         }
         if let Some(g) = grants.iter().find(|g| g.kind == LimitKind::Tokens) {
-            put(hs, "x-tokenlimit-limit", g.limit.to_string());
+            put(hs, "x-tokenlimit-limit", self.per_real_second(g.limit, g.window));
             put(hs, "x-tokenlimit-remaining", g.remaining.to_string());
         }
     }
