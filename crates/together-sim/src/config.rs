@@ -270,7 +270,8 @@ pub struct HeaderConfig {
     /// `x-ratelimit-reset` on 429 (default true).
     pub reset_on_429: bool,
     /// `x-ratelimit-limit/remaining/reset` and `x-tokenlimit-limit/remaining`
-    /// (limits per second in real time, as Together reports them)
+    /// (limits per second, as Together reports them; per simulated second
+    /// under a time scale, like the counts)
     /// on successes (default true).
     pub success_headers: bool,
 }

@@ -259,7 +259,7 @@ impl Shared {
             put(hs, "x-ratelimit-reset", fmt_secs(real));
         }
         self.retry_hints(hs, real);
-        let limit = self.per_real_second(r.limit, r.window);
+        let limit = self.per_second(r.limit, r.window);
         if r.kind == LimitKind::Tokens {
             put(hs, "x-tokenlimit-limit", limit.clone());
             put(hs, "x-tokenlimit-remaining", "0".into());
@@ -326,10 +326,9 @@ impl Shared {
     }
 
     /// A limit of `limit` per simulated `window` as Together reports it:
-    /// per second, in real (wall-clock) seconds.
-    fn per_real_second(&self, limit: u64, window: Duration) -> String {
-        let real = self.clock.to_real(window).as_secs_f64();
-        crate::dynamic::fmt_num(limit as f64 / real)
+    /// per (simulated) second.
+    fn per_second(&self, limit: u64, window: Duration) -> String {
+        crate::dynamic::fmt_num(limit as f64 / window.as_secs_f64())
     }
 
     fn success_headers(&self, resp: &mut Resp, grants: &[Grant]) {
@@ -343,7 +342,7 @@ impl Shared {
             .find(|g| g.kind == LimitKind::Requests)
             .or_else(|| grants.iter().find(|g| g.kind == LimitKind::Images));
         if let Some(g) = req {
-            put(hs, "x-ratelimit-limit", self.per_real_second(g.limit, g.window));
+            put(hs, "x-ratelimit-limit", self.per_second(g.limit, g.window));
             put(hs, "x-ratelimit-remaining", g.remaining.to_string());
             put(
                 hs,
@@ -352,7 +351,7 @@ impl Shared {
             );
         }
         if let Some(g) = grants.iter().find(|g| g.kind == LimitKind::Tokens) {
-            put(hs, "x-tokenlimit-limit", self.per_real_second(g.limit, g.window));
+            put(hs, "x-tokenlimit-limit", self.per_second(g.limit, g.window));
             put(hs, "x-tokenlimit-remaining", g.remaining.to_string());
         }
     }

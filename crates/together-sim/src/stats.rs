@@ -144,6 +144,9 @@ pub struct DynamicSample {
     /// Requests accepted in the last simulated second (including this one
     /// when it was accepted).
     pub accepted_in_last_1s: u64,
+    /// Requests refused (429) so far, this one included.
+    #[serde(default)]
+    pub rejected: u64,
 }
 
 /// Number of answers of one status.

@@ -1,5 +1,5 @@
 //! Dynamic limits: the base, growth up to the cap, per-model isolation,
-//! headers on and off (in real units), capacity 503s, a scheduled cap drop,
+//! headers on and off (rates per simulated second, durations real), capacity 503s, a scheduled cap drop,
 //! token limits, TOML and validation, and `/sim/stats`.
 
 mod common;
@@ -51,9 +51,9 @@ async fn fresh_key_and_model_start_at_base() {
     let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
     assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
     for (a, left) in answers.iter().zip(["2", "1", "0"]) {
-        // Per real second: 3 x 4 and 40 x 4.
-        assert_eq!(a.header("x-ratelimit-limit-dynamic"), Some("12"));
-        assert_eq!(a.header("x-ratelimit-limit"), Some("160"));
+        // Per simulated second, like the counts: 3 and 40.
+        assert_eq!(a.header("x-ratelimit-limit-dynamic"), Some("3"));
+        assert_eq!(a.header("x-ratelimit-limit"), Some("40"));
         assert_eq!(a.header("x-ratelimit-remaining"), Some(left));
         assert_eq!(a.header("x-ratelimit-remaining-dynamic"), Some(left));
     }
@@ -77,7 +77,7 @@ async fn fresh_key_and_model_start_at_base() {
 
 #[tokio::test]
 async fn steady_success_raises_the_rate_up_to_the_cap() {
-    // 20x: a 2 s window is 100 ms real, a cap of 8/s reads 160/s.
+    // 20x: a 2 s window is 100 ms real; the cap reads 8 (per simulated second).
     let sim = Sim::builder()
         .time_scale(20.0)
         .dynamic(dynamic(|d| {
@@ -94,7 +94,7 @@ async fn steady_success_raises_the_rate_up_to_the_cap() {
     let mut refused = 0;
     while start.elapsed() < Duration::from_millis(800) {
         let a = c.post(CHAT_PATH, &chat_body(CHAT_MODEL, 8)).await;
-        assert_eq!(a.header("x-ratelimit-limit"), Some("160"));
+        assert_eq!(a.header("x-ratelimit-limit"), Some("8"));
         limits.push(num(&a, "x-ratelimit-limit-dynamic"));
         if a.status == 429 {
             refused += 1;
@@ -106,10 +106,10 @@ async fn steady_success_raises_the_rate_up_to_the_cap() {
         }
     }
     assert!(refused > 0);
-    assert_eq!(limits[0], 20.0, "base x time scale");
-    assert!(limits.iter().all(|l| *l <= 160.0), "{limits:?}");
+    assert_eq!(limits[0], 1.0, "the base");
+    assert!(limits.iter().all(|l| *l <= 8.0), "{limits:?}");
     let top = limits.iter().copied().fold(0.0, f64::max);
-    assert_eq!(top, 160.0, "steady traffic reaches the cap");
+    assert_eq!(top, 8.0, "steady traffic reaches the cap");
     let stats = sim.stats();
     assert_eq!(stats.dynamic_over_limit(), 0);
     let d = stats.dynamic("key-1", CHAT_MODEL).unwrap();
@@ -138,7 +138,7 @@ async fn models_do_not_share_limits() {
     let b = c.post(CHAT_PATH, &chat_body(OTHER_CHAT_MODEL, 8)).await;
     assert_eq!(b.status, 200);
     assert_eq!(b.header("x-ratelimit-remaining"), Some("1"));
-    assert_eq!(b.header("x-ratelimit-limit-dynamic"), Some("8"));
+    assert_eq!(b.header("x-ratelimit-limit-dynamic"), Some("2"));
     // A second later A's successes have raised its rate, not B's.
     tokio::time::sleep(Duration::from_millis(260)).await;
     for _ in 0..4 {
@@ -240,14 +240,14 @@ async fn scheduled_cap_drop_applies() {
         .unwrap();
     let mut c = Client::new(sim.addr(), "test-key");
     let before = c.post(CHAT_PATH, &chat_body(CHAT_MODEL, 8)).await;
-    assert_eq!(before.header("x-ratelimit-limit"), Some("100"));
-    assert_eq!(before.header("x-ratelimit-limit-dynamic"), Some("100"));
+    assert_eq!(before.header("x-ratelimit-limit"), Some("10"));
+    assert_eq!(before.header("x-ratelimit-limit-dynamic"), Some("10"));
     tokio::time::sleep(Duration::from_millis(250)).await;
     let mut statuses = Vec::new();
     for _ in 0..6 {
         let a = c.post(CHAT_PATH, &chat_body(CHAT_MODEL, 8)).await;
-        assert_eq!(a.header("x-ratelimit-limit"), Some("30"));
-        assert_eq!(a.header("x-ratelimit-limit-dynamic"), Some("30"));
+        assert_eq!(a.header("x-ratelimit-limit"), Some("3"));
+        assert_eq!(a.header("x-ratelimit-limit-dynamic"), Some("3"));
         statuses.push(a.status);
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
@@ -277,8 +277,8 @@ async fn token_heavy_requests_are_token_limited() {
     for left in ["11", "2"] {
         let a = c.post(CHAT_PATH, &chat_body(CHAT_MODEL, 8)).await;
         assert_eq!(a.status, 200);
-        assert_eq!(a.header("x-tokenlimit-limit"), Some("1000"));
-        assert_eq!(a.header("x-tokenlimit-limit-dynamic"), Some("200"));
+        assert_eq!(a.header("x-tokenlimit-limit"), Some("100"));
+        assert_eq!(a.header("x-tokenlimit-limit-dynamic"), Some("20"));
         assert_eq!(a.header("x-tokenlimit-remaining"), Some(left));
         assert_eq!(a.header("x-tokenlimit-remaining-dynamic"), Some(left));
     }

@@ -200,6 +200,7 @@ impl Cell {
             rate: r.rate,
             cap: r.cap,
             accepted_in_last_1s: self.accepted.len() as u64,
+            rejected: self.rejected,
         });
     }
 }
@@ -380,8 +381,8 @@ impl View {
     /// / `scale`; remaining counts as they are.
     pub(crate) fn write(&self, hs: &mut HeaderMap, scale: f64) {
         use crate::server::{fmt_secs, put};
-        put(hs, "x-ratelimit-limit", fmt_num(self.cap * scale));
-        put(hs, "x-ratelimit-limit-dynamic", fmt_num(self.rate * scale));
+        put(hs, "x-ratelimit-limit", fmt_num(self.cap));
+        put(hs, "x-ratelimit-limit-dynamic", fmt_num(self.rate));
         put(hs, "x-ratelimit-remaining", self.remaining.to_string());
         put(
             hs,
@@ -390,8 +391,8 @@ impl View {
         );
         put(hs, "x-ratelimit-reset", fmt_secs(self.reset.div_f64(scale)));
         if let Some((cap, rate, remaining)) = self.tokens {
-            put(hs, "x-tokenlimit-limit", fmt_num(cap * scale));
-            put(hs, "x-tokenlimit-limit-dynamic", fmt_num(rate * scale));
+            put(hs, "x-tokenlimit-limit", fmt_num(cap));
+            put(hs, "x-tokenlimit-limit-dynamic", fmt_num(rate));
             put(hs, "x-tokenlimit-remaining", remaining.to_string());
             put(hs, "x-tokenlimit-remaining-dynamic", remaining.to_string());
         }

@@ -44,11 +44,14 @@
 //!
 //! # Headers
 //!
-//! Values are in real (wall-clock) units, so a client needs no knowledge of
-//! the time scale: rates are multiplied by `time_scale` (per real second),
-//! durations divided by it (real seconds, rounded up to the millisecond,
-//! without trailing zeros: `0.075`). Other numbers are written to the
-//! thousandth without trailing zeros (`40`, `12.5`).
+//! Rates and counts are per simulated second, as Together reports them
+//! per second: under a time scale the simulator is Together with its
+//! clock sped up, so a client paces with a period `time_scale` times
+//! shorter (together-tower's `Preset::time_scaled` does). Durations
+//! (`x-ratelimit-reset`, the 429's wait) are real seconds, rounded up to
+//! the millisecond, without trailing zeros (`0.075`), so a client can
+//! sleep on them as they are. Other numbers are written to the thousandth
+//! without trailing zeros (`40`, `12.5`).
 //!
 //! When [`headers`](DynamicLimits::headers) is true (the default), every
 //! answer of a dynamic route from the limit check on (2xx, 429, capacity
