@@ -190,6 +190,8 @@ pub struct LearnPreset {
     token_ceiling: Rate,
     ramp: f64,
     ramp_window: Duration,
+    /// How many times faster than the wall clock the server's clock runs.
+    tempo: f64,
 }
 
 impl LearnPreset {
@@ -205,6 +207,7 @@ impl LearnPreset {
             token_ceiling: Rate::per_second(nz(1_000_000)).with_unit("tokens"),
             ramp: 2.0,
             ramp_window: Duration::from_secs(10),
+            tempo: 1.0,
         }
     }
 
@@ -711,7 +714,9 @@ impl Preset {
     }
 
     /// Every rate multiplied by `factor`: for a server whose time runs
-    /// `factor` times faster (together-sim's `time_scale`).
+    /// `factor` times faster (together-sim's `time_scale`). A learning
+    /// preset's bounds scale too, its ramp window and the period its rate
+    /// headers count in shrink by `factor`, and it probes `factor` times faster.
     pub fn time_scaled(mut self, factor: f64) -> Self {
         let scale = |r: &mut Rate| {
             let amount = (f64::from(r.amount().get()) * factor).round();
@@ -743,6 +748,12 @@ impl Preset {
                 scale(r);
             }
             learn.ramp_window = learn.ramp_window.div_f64(factor);
+            learn.tempo *= factor;
+            // The server's second is `factor` times shorter: so is the
+            // period its headers count in.
+            for h in [&mut learn.request_headers, &mut learn.token_headers] {
+                *h = h.clone().with_period(h.per().div_f64(factor));
+            }
         }
         self
     }
@@ -882,7 +893,8 @@ impl Preset {
                 .floor(floor.clone())
                 .ceiling(ceiling.clone())
                 .headers(headers.clone())
-                .ramp(learn.ramp, learn.ramp_window);
+                .ramp(learn.ramp, learn.ramp_window)
+                .tempo(learn.tempo);
             Quota::adaptive(a).keyed_by(KeyBy::model())
         };
         if let Some(start) = r.requests.as_ref().or(r.images.as_ref()) {
@@ -1104,6 +1116,13 @@ mod tests {
             .unwrap();
         assert_eq!(chat.learned, Some((1.0, 10_000.0)));
         assert_eq!(chat.rate.per_second_f64(), 10.0);
+        let learn = Preset::together()
+            .time_scaled(10.0)
+            .learning()
+            .cloned()
+            .unwrap();
+        assert_eq!(learn.request_headers.per(), Duration::from_millis(100));
+        assert_eq!(learn.ramp_window, Duration::from_secs(1));
     }
 
     #[test]

@@ -18,8 +18,11 @@
 //!   is cut by [`Adaptive::decrease`] on a 429 (once per 429 episode, not
 //!   once per 429), and never grows faster than [`Adaptive::ramp`] times the
 //!   successful rate over a recent window (servers such as Together throttle
-//!   spikes far above recent usage). A 503 is capacity, not a rate signal:
-//!   it changes nothing.
+//!   spikes far above recent usage). A cut goes no lower than 90% of the
+//!   rate the server accepted over the last second. After a cut it climbs back fast to 90%
+//!   of where it was cut, then additively; once past that pace, the step
+//!   doubles each second without a 429 (a dynamic limit grows with use).
+//!   A 503 is capacity, not a rate signal: it changes nothing.
 //!
 //! A learned pace never becomes zero or infinite and never leaves
 //! `[floor, ceiling]`: garbage, negative, zero, non-finite or absurd header
@@ -139,6 +142,18 @@ impl RateHeaders {
         }
     }
 
+    /// The period the values count in.
+    pub fn per(&self) -> Duration {
+        self.period
+    }
+
+    /// The same headers, counting in `period` (a time-scaled server's
+    /// second is shorter).
+    pub fn with_period(mut self, period: Duration) -> Self {
+        self.period = period;
+        self
+    }
+
     /// A header carrying the limit per period (may be given several times).
     ///
     /// # Panics
@@ -251,6 +266,7 @@ pub struct Adaptive {
     pub(crate) decrease: f64,
     pub(crate) ramp: f64,
     pub(crate) ramp_window: Duration,
+    pub(crate) tempo: f64,
 }
 
 /// The default additive increase: 2% of the rate at the last cut, per second.
@@ -279,6 +295,7 @@ impl Adaptive {
             decrease: DEFAULT_DECREASE,
             ramp: DEFAULT_RAMP,
             ramp_window: DEFAULT_RAMP_WINDOW,
+            tempo: 1.0,
         }
     }
 
@@ -303,7 +320,8 @@ impl Adaptive {
     /// The additive increase after the first 429: this fraction of the rate
     /// at the last cut, per second of successful traffic (default 0.02).
     /// Until the pace is back at 90% of the rate at the last cut it climbs
-    /// faster (a quarter of that rate per second).
+    /// faster (a quarter of that rate per second); past the rate at the last
+    /// cut, the increase doubles each second no 429 comes.
     pub fn increase(mut self, fraction_per_second: f64) -> Self {
         self.increase = fraction_per_second;
         self
@@ -312,6 +330,15 @@ impl Adaptive {
     /// The factor a 429 cuts the pace by (default 0.7); in `(0, 1)`.
     pub fn decrease(mut self, factor: f64) -> Self {
         self.decrease = factor;
+        self
+    }
+
+    /// For a server whose clock runs `factor` times faster than the wall
+    /// clock (a time-scaled simulator): probing grows `factor` times faster
+    /// per wall-clock second (default 1). Scale the ramp window and the
+    /// headers' period yourself.
+    pub fn tempo(mut self, factor: f64) -> Self {
+        self.tempo = factor;
         self
     }
 
@@ -335,6 +362,7 @@ pub(crate) struct LearnParams {
     pub(crate) decrease: f64,
     pub(crate) ramp: f64,
     pub(crate) ramp_window: Duration,
+    pub(crate) tempo: f64,
     pub(crate) weighted: bool,
 }
 
@@ -368,6 +396,9 @@ impl LearnParams {
         if !(a.ramp.is_finite() && a.ramp >= 1.0) {
             return Err(("ramp", format!("{} must be at least 1", a.ramp)));
         }
+        if !(a.tempo.is_finite() && a.tempo > 0.0) {
+            return Err(("tempo", format!("{} must be above 0", a.tempo)));
+        }
         if a.ramp_window.is_zero() {
             return Err(("ramp_window", "must be longer than zero".into()));
         }
@@ -385,6 +416,7 @@ impl LearnParams {
             decrease: a.decrease,
             ramp: a.ramp,
             ramp_window: a.ramp_window,
+            tempo: a.tempo,
             weighted,
         })
     }

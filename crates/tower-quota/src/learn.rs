@@ -28,6 +28,8 @@ const RECOVER: f64 = 0.25;
 /// Where fast recovery stops, as a share of the pace cut from: the 429
 /// came when the pace had already run past the limit.
 const RECOVER_TO: f64 = 0.9;
+/// A cut goes no lower than this share of the rate accepted over the last second.
+const CUT_TO_ACCEPTED: f64 = 0.9;
 
 const BUCKETS: usize = 16;
 
@@ -84,11 +86,17 @@ impl Rolling {
         self.buckets.iter().sum()
     }
 
-    /// The sum over at most the last window: the oldest bucket left out.
+    /// The sum over the last window, estimated: of the oldest bucket, which
+    /// straddles the window's start, only the share inside the window counts.
     pub(crate) fn sum_within(&mut self, now: Instant) -> f64 {
         self.advance(now);
         let oldest = (self.head + 1) % BUCKETS;
-        self.sum(now) - self.buckets[oldest]
+        let into_head = match self.head_start {
+            Some(start) => now.saturating_duration_since(start).as_secs_f64(),
+            None => 0.0,
+        };
+        let inside = (1.0 - into_head / self.width.as_secs_f64()).clamp(0.0, 1.0);
+        self.sum(now) - self.buckets[oldest] * (1.0 - inside)
     }
 }
 
@@ -131,6 +139,12 @@ pub(crate) struct Learner {
     pub(crate) epoch: u64,
     /// The pace the last cut started from (`None` before the first cut: slow start).
     cut_from: Option<f64>,
+    /// Seconds of growth spent above `cut_from` since the last cut: the
+    /// longer no 429 comes, the faster the pace probes on.
+    above_for: f64,
+    /// Successes over the last second of the server's clock: what a cut
+    /// need not go below.
+    lately: Rolling,
     grown_at: Option<Instant>,
     header_at: Option<Instant>,
     successes: Rolling,
@@ -218,6 +232,8 @@ impl Learner {
             changed_at: None,
             epoch: 0,
             cut_from: None,
+            above_for: 0.0,
+            lately: Rolling::new(Duration::from_secs(1).div_f64(params.tempo)),
             grown_at: None,
             header_at: None,
             successes: Rolling::new(params.ramp_window),
@@ -285,6 +301,7 @@ impl Learner {
         self.moved = None;
         if status.is_success() {
             self.successes.add(now, cost);
+            self.lately.add(now, cost);
         }
         if let Some(h) = self.params.headers.clone() {
             let period = h.period.as_secs_f64();
@@ -347,23 +364,34 @@ impl Learner {
     fn cut(&mut self, now: Instant, cell: &CellName<'_>) {
         let from = self.pace;
         self.cut_from = Some(from);
+        self.above_for = 0.0;
         self.epoch += 1;
         self.grown_at = None;
-        self.set(now, from * self.params.decrease, PaceSource::Probe, cell);
+        // Never below what the server has just been accepting (less a
+        // little): a 429 at the edge of a limit that grows with use (the
+        // ramp rule) is no reason to fall far under it.
+        let window = Duration::from_secs(1).div_f64(self.params.tempo);
+        let accepted = self.lately.sum_within(now) / window.as_secs_f64();
+        let to = (from * self.params.decrease).max(accepted * CUT_TO_ACCEPTED);
+        self.set(now, to.min(from), PaceSource::Probe, cell);
         self.moved = Some(Move::Cut);
     }
 
     fn grow(&mut self, now: Instant, cell: &CellName<'_>) {
         let p = &self.params;
+        // Seconds of the server's clock since the last growth, at most one.
         let dt = self.grown_at.map_or(0.0, |t| {
-            now.saturating_duration_since(t).as_secs_f64().min(1.0)
+            (now.saturating_duration_since(t).as_secs_f64() * p.tempo).min(1.0)
         }) / self.peers;
         self.grown_at = Some(now);
         if dt == 0.0 {
             return;
         }
         let recent = self.peers * self.successes.sum_within(now) / p.ramp_window.as_secs_f64();
-        let bound = (p.ramp * recent).max(p.start).max(self.pace);
+        // A window of one (server) second holds whole requests: at small
+        // rates 2.9/s lets 2 through, not 2.9. Round the bound down to them.
+        let ramp = (p.ramp * recent / p.tempo).floor() * p.tempo;
+        let bound = ramp.max(p.start).max(self.pace);
         let next = match self.cut_from {
             None => self.pace * 2f64.powf(dt),
             Some(from) => {
@@ -371,7 +399,15 @@ impl Learner {
                 if self.pace < target {
                     (self.pace + RECOVER * from * dt).min(target)
                 } else {
-                    self.pace + p.increase * from * dt
+                    // Additive near the pace of the last cut; the step
+                    // doubles each second without a 429 once past it (the
+                    // limit may have grown since: Together raises it with
+                    // steady use), the ramp bound still on top.
+                    if self.pace >= from {
+                        self.above_for += dt;
+                    }
+                    let step = p.increase * from * 2f64.powf(self.above_for.min(30.0));
+                    self.pace + step * dt
                 }
             }
         };
@@ -432,9 +468,13 @@ mod tests {
         r.add(t0 + Duration::from_millis(500), 2.0);
         assert_eq!(r.sum(t0 + Duration::from_millis(900)), 5.0);
         assert_eq!(r.sum_within(t0 + Duration::from_millis(900)), 5.0);
-        // At 1 s the first bucket is the oldest: `sum` keeps it, `sum_within` does not.
+        // At 1 s the first bucket is the oldest: `sum` keeps it whole,
+        // `sum_within` by the share of it still inside the window, which
+        // falls to nothing as the window moves past it.
         assert_eq!(r.sum(t0 + Duration::from_millis(1_000)), 5.0);
-        assert_eq!(r.sum_within(t0 + Duration::from_millis(1_000)), 2.0);
+        let half = r.sum_within(t0 + Duration::from_millis(1_033));
+        assert!((3.4..=3.6).contains(&half), "{half}");
+        assert_eq!(r.sum_within(t0 + Duration::from_millis(1_067)), 2.0);
         assert_eq!(r.sum(t0 + Duration::from_millis(1_300)), 2.0);
         assert_eq!(r.sum(t0 + Duration::from_secs(5)), 0.0);
     }
