@@ -73,6 +73,7 @@
 #![warn(missing_docs)]
 
 mod bench;
+mod bench_learn;
 mod config;
 mod demo;
 mod input;
@@ -112,6 +113,9 @@ enum Command {
     /// Compares this CLI with a plain retrying client against the simulator.
     #[command(hide = true)]
     Bench(bench::BenchArgs),
+    /// Measures learned limits against the fastest schedule of a dynamic simulator.
+    #[command(hide = true)]
+    BenchLearn(bench_learn::LearnArgs),
 }
 
 /// Where the limits come from.
@@ -217,6 +221,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::demo(args).await,
             Command::Limits(args) => limits_command(args),
             Command::Bench(args) => bench::bench(args).await,
+            Command::BenchLearn(args) => bench_learn::bench_learn(args).await,
         }
     })
 }
