@@ -5,8 +5,8 @@
 //! The rule (per key and model): limit per second = 2 x the successful rate
 //! of the last 10 s, between a base of 2/s and a cap of 40/s. Scenarios:
 //! `headers` (rate headers on every answer), `no-headers` (a 429 carries
-//! only `x-ratelimit-reset`), `two-models` (the same requests split over
-//! two models at once), `cap-drop` (the cap falls from 40/s to 10/s
+//! only `x-ratelimit-reset`), `two-models` (as many requests again for a
+//! second model, at once: each model has its own limit), `cap-drop` (the cap falls from 40/s to 10/s
 //! mid-run), `redis` (four CLI processes share the key through Redis).
 //! The fastest schedule is computed here from the same rule: each request
 //! sent at the first instant it would be accepted, answers instant.
@@ -63,6 +63,8 @@ pub(crate) struct Figure {
     pub(crate) scenario: String,
     pub(crate) client: String,
     pub(crate) requests: usize,
+    /// Answers per second over the run.
+    pub(crate) throughput: f64,
     pub(crate) ok: u64,
     pub(crate) wall_secs: f64,
     /// The fastest schedule the rule allows, in real seconds.
@@ -209,8 +211,8 @@ async fn one(args: &LearnArgs, dir: &Path, scenario: &str, client: &str) -> Resu
             cap: 10.0,
         }];
     }
-    let n = args.embeddings;
-    let per_model = n.div_ceil(models.len());
+    let per_model = args.embeddings;
+    let n = per_model * models.len();
     let fastest = fastest_schedule(per_model, &dynamic) / args.time_scale;
     let key = fresh_key(scenario, client);
     let sim = spawn(dynamic, args.time_scale, only_reset, &key).await?;
@@ -244,6 +246,7 @@ async fn one(args: &LearnArgs, dir: &Path, scenario: &str, client: &str) -> Resu
         scenario: scenario.into(),
         client: client.into(),
         requests: n,
+        throughput: n as f64 / report.wall_secs,
         ok: report.ok,
         wall_secs: report.wall_secs,
         fastest_secs: fastest,
@@ -320,6 +323,7 @@ async fn processes(args: &LearnArgs, dir: &Path, client: &str) -> Result<Figure,
         scenario: "redis".into(),
         client: client.into(),
         requests: n,
+        throughput: n as f64 / wall,
         ok,
         wall_secs: wall,
         fastest_secs: fastest,
@@ -350,12 +354,13 @@ async fn bench_inner(args: LearnArgs) -> Result<(), String> {
         .collect();
     let mut figures = Vec::new();
     println!(
-        "{:<11} {:<8} {:>6} {:>6} {:>8} {:>9} {:>10} {:>6} {:>7} {:>5} {:>6}",
+        "{:<11} {:<8} {:>6} {:>6} {:>8} {:>8} {:>9} {:>10} {:>6} {:>7} {:>5} {:>6}",
         "scenario",
         "client",
         "reqs",
         "ok",
         "wall s",
+        "reqs/s",
         "fastest",
         "of fastest",
         "429s",
@@ -371,12 +376,13 @@ async fn bench_inner(args: LearnArgs) -> Result<(), String> {
                 one(&args, &dir, scenario, client).await?
             };
             println!(
-                "{:<11} {:<8} {:>6} {:>6} {:>8.2} {:>9.2} {:>10.3} {:>6} {:>7.2} {:>5} {:>6}",
+                "{:<11} {:<8} {:>6} {:>6} {:>8.2} {:>8.1} {:>9.2} {:>10.3} {:>6} {:>7.2} {:>5} {:>6}",
                 f.scenario,
                 f.client,
                 f.requests,
                 f.ok,
                 f.wall_secs,
+                f.throughput,
                 f.fastest_secs,
                 f.of_fastest,
                 f.responses_429,
