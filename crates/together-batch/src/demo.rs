@@ -1,6 +1,8 @@
-//! `together-batch demo`: together-sim in this process (seed limits, time
-//! compressed, strict sliding windows), a realistic mixed workload, run
-//! through the same path as `run`, and the summary.
+//! `together-batch demo`: together-sim in this process with Together's
+//! dynamic limits (per model, 2x the successful rate of the last 10 s,
+//! between 2/s and 40/s, time compressed), a realistic mixed workload run
+//! through the same path as `run` told nothing about limits, and the
+//! summary with the rates it learned.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -12,8 +14,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use together_sim::config::{CHAT, EMBEDDINGS};
-use together_sim::limits::LimitKind;
-use together_sim::{Mode, Sim, SimHandle};
+use together_sim::{DynamicLimits, Mode, Sim, SimHandle};
 
 use crate::config::{BatchSection, LimitsSource};
 use crate::run::{self, Report, RunOptions, Secret};
@@ -116,6 +117,28 @@ pub(crate) async fn spawn_sim(time_scale: f64) -> Result<SimHandle, String> {
         .map_err(|e| format!("cannot start the simulator: {e}"))
 }
 
+/// The demo's dynamic rule: Together's, per key and model, on chat and embeddings.
+pub(crate) fn demo_rule() -> DynamicLimits {
+    DynamicLimits {
+        multiple: 2.0,
+        window: Duration::from_secs(10),
+        base: 2.0,
+        cap: 40.0,
+        routes: vec![CHAT.to_owned(), EMBEDDINGS.to_owned()],
+        ..DynamicLimits::default()
+    }
+}
+
+/// Starts together-sim with the demo's dynamic limits, time-scaled.
+pub(crate) async fn spawn_dynamic_sim(time_scale: f64) -> Result<SimHandle, String> {
+    Sim::builder()
+        .time_scale(time_scale)
+        .dynamic(demo_rule())
+        .spawn()
+        .await
+        .map_err(|e| format!("cannot start the simulator: {e}"))
+}
+
 /// Options to run a generated workload against an in-process simulator.
 pub(crate) fn sim_options(
     sim: &SimHandle,
@@ -151,28 +174,31 @@ pub(crate) fn sim_options(
     }
 }
 
-/// What the simulator saw, in a few lines.
-pub(crate) fn sim_view(sim: &SimHandle) -> String {
+/// What the dynamic simulator saw, in a few lines: the highest limit each
+/// model reached, per real second (like the learned paces beside it).
+pub(crate) fn dynamic_view(sim: &SimHandle) -> String {
     let stats = sim.stats();
+    let scale = stats.time_scale;
     let mut s = String::new();
-    let limit = |route: &str| {
-        stats
-            .limiters
-            .iter()
-            .find(|l| l.route == route && l.kind == LimitKind::Requests)
-            .map_or(0, |l| l.limit)
-    };
     let _ = writeln!(
         s,
-        "the simulator saw {} requests, {} answered 429; most accepted in one window: \
-         chat {} (limit {}), embeddings {} (limit {})",
+        "the simulator saw {} requests, {} answered 429, {} accepted above the limit in force",
         stats.total_requests,
         stats.total_429,
-        stats.max_in_window(CHAT, LimitKind::Requests),
-        limit(CHAT),
-        stats.max_in_window(EMBEDDINGS, LimitKind::Requests),
-        limit(EMBEDDINGS),
+        stats.dynamic_over_limit(),
     );
+    for d in &stats.dynamic {
+        let top = d.series.iter().map(|p| p.rate).fold(d.rate, f64::max);
+        let _ = writeln!(
+            s,
+            "  {:<44} highest limit {:>6.1}/s (cap {}/s); accepted {}, 429s {}",
+            d.model,
+            top * scale,
+            d.cap * scale,
+            d.accepted,
+            d.rejected
+        );
+    }
     s
 }
 
@@ -200,9 +226,14 @@ async fn demo_inner(args: DemoArgs) -> Result<Report, String> {
         ),
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let sim = spawn_sim(args.time_scale).await?;
+    let sim = spawn_dynamic_sim(args.time_scale).await?;
     let mut opts = sim_options(&sim, &dir, args.time_scale, args.quiet);
     opts.report = args.report.clone();
+    opts.limits = LimitsSource {
+        preset: together_tower::Preset::together(),
+        batch: BatchSection::default(),
+        origin: "the default: learned per model from the server".to_owned(),
+    };
     let workload_text = workload(args.embeddings, args.chats, 7);
     std::fs::write(&opts.input, &workload_text)
         .map_err(|e| format!("cannot write {}: {e}", opts.input.display()))?;
@@ -213,9 +244,10 @@ async fn demo_inner(args: DemoArgs) -> Result<Report, String> {
         .filter_map(|v| v["body"]["input"].as_array().map(Vec::len))
         .sum::<usize>();
     println!(
-        "together-batch demo: together-sim on {} (seed limits: chat 600/min, embeddings \
-         300/min, enforced per 1 s sliding window; time x{}): {} embedding requests \
-         ({texts} texts) and {} chats",
+        "together-batch demo: together-sim on {} with Together's dynamic limits (per model: \
+         2x the successful rate of the last 10 s, between 2/s and 40/s, per 1 s sliding \
+         window; time x{}), told nothing about limits: {} embedding requests ({texts} texts) \
+         and {} chats over two models",
         sim.base_url(),
         args.time_scale,
         args.embeddings,
@@ -223,7 +255,7 @@ async fn demo_inner(args: DemoArgs) -> Result<Report, String> {
     );
     let report = run::run(opts.clone()).await?;
     print!("{}", report.render());
-    print!("{}", sim_view(&sim));
+    print!("{}", dynamic_view(&sim));
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
