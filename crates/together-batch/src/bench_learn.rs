@@ -36,8 +36,8 @@ pub(crate) struct LearnArgs {
     /// Time speed-up of the simulator (and of the clients' static quotas).
     #[arg(long, default_value_t = 10.0)]
     time_scale: f64,
-    /// The clients' safety margin (jitter is a larger share of a compressed second).
-    #[arg(long, default_value_t = 0.03)]
+    /// The clients' safety margin (tower-quota's default).
+    #[arg(long, default_value_t = 0.01)]
     safety_margin: f64,
     /// Scenarios to run: headers, no-headers, two-models, cap-drop, redis.
     #[arg(

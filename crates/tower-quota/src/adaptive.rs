@@ -20,8 +20,8 @@
 //!   successful rate over a recent window (servers such as Together throttle
 //!   spikes far above recent usage). A cut goes no lower than 90% of the
 //!   rate the server accepted over the last second. After a cut it climbs back fast to 90%
-//!   of where it was cut, then additively; once past that pace, the step
-//!   doubles each second without a 429 (a dynamic limit grows with use).
+//!   of where it was cut, then additively, the step doubling each second
+//!   without a 429 (a dynamic limit grows with use).
 //!   A 503 is capacity, not a rate signal: it changes nothing.
 //!
 //! A learned pace never becomes zero or infinite and never leaves
@@ -320,8 +320,8 @@ impl Adaptive {
     /// The additive increase after the first 429: this fraction of the rate
     /// at the last cut, per second of successful traffic (default 0.02).
     /// Until the pace is back at 90% of the rate at the last cut it climbs
-    /// faster (a quarter of that rate per second); past the rate at the last
-    /// cut, the increase doubles each second no 429 comes.
+    /// faster (a quarter of that rate per second); from there the increase
+    /// doubles each second no 429 comes.
     pub fn increase(mut self, fraction_per_second: f64) -> Self {
         self.increase = fraction_per_second;
         self

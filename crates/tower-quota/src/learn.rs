@@ -139,7 +139,7 @@ pub(crate) struct Learner {
     pub(crate) epoch: u64,
     /// The pace the last cut started from (`None` before the first cut: slow start).
     cut_from: Option<f64>,
-    /// Seconds of growth spent above `cut_from` since the last cut: the
+    /// Seconds of growth since the fast recovery after the last cut: the
     /// longer no 429 comes, the faster the pace probes on.
     above_for: f64,
     /// Successes over the last second of the server's clock: what a cut
@@ -399,13 +399,11 @@ impl Learner {
                 if self.pace < target {
                     (self.pace + RECOVER * from * dt).min(target)
                 } else {
-                    // Additive near the pace of the last cut; the step
-                    // doubles each second without a 429 once past it (the
-                    // limit may have grown since: Together raises it with
-                    // steady use), the ramp bound still on top.
-                    if self.pace >= from {
-                        self.above_for += dt;
-                    }
+                    // Additive from there, the step doubling each second
+                    // without a 429 (the limit may have grown since the cut:
+                    // Together raises it with steady use), the ramp bound
+                    // still on top.
+                    self.above_for += dt;
                     let step = p.increase * from * 2f64.powf(self.above_for.min(30.0));
                     self.pace + step * dt
                 }
