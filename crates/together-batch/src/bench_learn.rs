@@ -24,7 +24,7 @@ use together_sim::dynamic::CapChange;
 use together_sim::{DynamicLimits, Sim, SimHandle};
 
 use crate::config::{self, BatchSection, LimitsSource};
-use crate::demo::sim_options;
+use crate::demo::{demo_rule, sim_options};
 use crate::run;
 
 /// Options of `bench-learn`.
@@ -80,16 +80,12 @@ pub(crate) struct Figure {
     pub(crate) late_429: Option<u64>,
 }
 
-/// The dynamic rule of the scenarios.
+/// The dynamic rule of the scenarios: the demo's, on embeddings.
 pub(crate) fn rule(headers: bool) -> DynamicLimits {
     DynamicLimits {
-        multiple: 2.0,
-        window: Duration::from_secs(10),
-        base: 2.0,
-        cap: 40.0,
         headers,
         routes: vec![EMBEDDINGS.to_owned()],
-        ..DynamicLimits::default()
+        ..demo_rule()
     }
 }
 
