@@ -372,6 +372,20 @@ async fn the_share_script_takes_headers_cuts_and_growth_as_documented() {
     let _: () = conn.del(keys).await.unwrap();
 }
 
+/// Waits (up to 5 s) until a key matching `pattern` exists.
+async fn wait_for_key(url: &str, pattern: &str) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for _ in 0..500 {
+        let keys: Vec<String> = conn.keys(pattern).await.unwrap();
+        if !keys.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no key {pattern} after 5 s");
+}
+
 #[tokio::test]
 async fn layers_share_what_they_learn_and_a_429_seen_by_one_holds_all() {
     let Some(url) = redis_url("layers_share_what_they_learn_and_a_429_seen_by_one_holds_all").await
@@ -422,7 +436,8 @@ async fn layers_share_what_they_learn_and_a_429_seen_by_one_holds_all() {
         a_layer.snapshot().cell("chat", Some("m")).unwrap().source,
         PaceSource::Header
     );
-    tokio::time::sleep(Duration::from_millis(50)).await; // the share is sent in the background
+    // The share is sent in the background: wait until Redis has it.
+    wait_for_key(&url, &format!("{prefix}:*:pace:*")).await;
     let b_log = Arc::new(Mutex::new(Vec::new()));
     let (_b_layer, b) = layer(&[], 200, b_log.clone());
     for _ in 0..3 {
@@ -438,7 +453,7 @@ async fn layers_share_what_they_learn_and_a_429_seen_by_one_holds_all() {
     // Process C meets a 429 asking for 1 s: D waits it out too.
     let (_c_layer, c) = layer(&[("retry-after", "1")], 429, Arc::default());
     c.clone().oneshot(chat()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_for_key(&url, &format!("{prefix}:*:hold:*")).await;
     let d_log = Arc::new(Mutex::new(Vec::new()));
     let (_d_layer, d) = layer(&[], 200, d_log.clone());
     let start = unix_us();
