@@ -673,13 +673,24 @@ impl Engine {
                 && cell.hold_until.is_none_or(|h| h < until)
             {
                 cell.hold_until = Some(until);
-                tracing::info!(
-                    quota = name.quota,
-                    key = name.key,
-                    ?delay,
-                    reason,
-                    "rate limit: holding"
-                );
+                if status.is_success() {
+                    // A spent limit on a success is pacing at the limit, not an incident.
+                    tracing::debug!(
+                        quota = name.quota,
+                        key = name.key,
+                        ?delay,
+                        reason,
+                        "rate limit: holding"
+                    );
+                } else {
+                    tracing::info!(
+                        quota = name.quota,
+                        key = name.key,
+                        ?delay,
+                        reason,
+                        "rate limit: holding"
+                    );
+                }
             }
             if self.shared.is_some() && (pace_news.is_some() || hold.is_some()) {
                 let mut n = SharedNews::new(self.cell_name(&granted.key));
