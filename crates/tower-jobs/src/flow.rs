@@ -285,13 +285,15 @@ fn list_request<B: Default>(kind: &KindState, create: &Request<B>) -> Request<B>
     req
 }
 
-/// Method, URI, version, headers and body (extensions are not cloneable).
+/// Method, URI, version, headers, extensions and body.
 fn clone_request<B: Clone>(req: &Request<B>) -> Request<B> {
     let mut out = Request::new(req.body().clone());
     *out.method_mut() = req.method().clone();
     *out.uri_mut() = req.uri().clone();
     *out.version_mut() = req.version();
     *out.headers_mut() = req.headers().clone();
+    // The caller's extensions (a retry counter, a trace context) ride along.
+    *out.extensions_mut() = req.extensions().clone();
     out
 }
 

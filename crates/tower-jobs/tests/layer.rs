@@ -472,3 +472,48 @@ fn invalid_configs_fail_at_build() {
             .is_err()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_create_sent_again_after_a_409_keeps_the_request_extensions() {
+    #[derive(Clone, Debug, PartialEq)]
+    struct Marker(u32);
+    let layer = ConcurrencyLayer::builder()
+        .kind(kind(3))
+        .poll_interval(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let fake = Fake::default();
+    fake.set("foreign", "running");
+    fake.with(|s| s.cap = Some(1));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let svc = {
+        let (fake, seen) = (fake.clone(), seen.clone());
+        service_fn(move |req: Request<String>| {
+            if req.method() == Method::POST && req.uri().path() == "/jobs" {
+                seen.lock()
+                    .unwrap()
+                    .push(req.extensions().get::<Marker>().cloned());
+            }
+            fake.clone().serve(req)
+        })
+    };
+    let c = tower::Layer::layer(&layer, svc);
+    let finisher = {
+        let fake = fake.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(12)).await;
+            fake.set("foreign", "completed");
+        })
+    };
+    let mut req = Request::post("/jobs").body(String::new()).unwrap();
+    req.extensions_mut().insert(Marker(7));
+    let resp = c.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    finisher.await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() >= 2, "refused once, then sent again: {seen:?}");
+    assert!(
+        seen.iter().all(|m| m == &Some(Marker(7))),
+        "every attempt carries the caller's extensions: {seen:?}"
+    );
+}
