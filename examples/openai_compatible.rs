@@ -21,11 +21,14 @@ async fn main() -> Result<(), BoxError> {
         .spawn()
         .await?;
 
-    // OpenAI's paths and status names, with the rates of your account.
+    // OpenAI's paths and status names, with the rates of your account
+    // pinned (without `learn = false` they are where learning starts, from
+    // OpenAI's x-ratelimit-* headers).
     let preset = Preset::from_toml(
         r#"
         base = "openai"
         name = "my-openai-compatible"
+        learn = false
 
         [routes.chat]
         requests = "3000/min"        # 50/s: one request every 20 ms

@@ -54,7 +54,8 @@
 //! a state file (`OUTPUT.state.json`, or `--state FILE`; `--no-state` to
 //! keep none) so a resumed or next run starts where this one ended; a state
 //! older than `--state-max-age` (1 h) or learned from another base URL is
-//! ignored. `--tier` or `--limits` pin static rates instead.
+//! ignored. `--tier` or `--limits` pin static rates instead (a limits file
+//! learns only with `base = "together"` or `learn = true`).
 //!
 //! # Sharing a key between processes
 //!

@@ -19,7 +19,8 @@
 //! use together_tower::Preset;
 //!
 //! let preset = Preset::from_toml(r#"
-//!     base = "tier2"              # seed | free | tier1 .. tier5 | openai
+//!     base = "tier2"              # together | seed | free | tier1 .. tier5 | openai
+//!     learn = false               # pin the rates (together and openai learn them)
 //!     safety_margin = 0.02
 //!     embed_chunk_size = 50
 //!
@@ -579,6 +580,11 @@ impl Preset {
         if let Some(m) = file.safety_margin {
             self.safety_margin = Some(m);
         }
+        match file.learn {
+            Some(false) => self.learn = None,
+            Some(true) if self.learn.is_none() => self.learn = Some(LearnPreset::together()),
+            _ => {}
+        }
         if let Some(n) = file.embed_chunk_size {
             if n == 0 {
                 return Err(InvalidPreset::new("embed_chunk_size", "must be above zero"));
@@ -953,6 +959,7 @@ fn image_cost(rate: &Rate) -> Cost {
 struct PresetFile {
     base: Option<String>,
     name: Option<String>,
+    learn: Option<bool>,
     safety_margin: Option<f64>,
     embed_chunk_size: Option<usize>,
     #[serde(default)]
@@ -1107,6 +1114,10 @@ mod tests {
         );
         let from_toml = Preset::from_toml("base = \"together\"").unwrap();
         assert_eq!(from_toml.learning(), Some(&LearnPreset::together()));
+        let pinned = Preset::from_toml("base = \"openai\"\nlearn = false").unwrap();
+        assert_eq!(pinned.learning(), None);
+        let learned_tier = Preset::from_toml("base = \"tier1\"\nlearn = true").unwrap();
+        assert_eq!(learned_tier.learning(), Some(&LearnPreset::together()));
         // Time-scaled: the bounds scale, the ramp window shrinks.
         let fast = Preset::together().time_scaled(10.0).limits().unwrap();
         let chat = fast
