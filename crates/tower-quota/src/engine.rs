@@ -184,6 +184,17 @@ impl Cell {
         );
     }
 
+    /// What a request of `cost` is charged: all of it, but on a learning
+    /// cell no more than its burst, which moves with the pace (a request
+    /// admitted under a larger burst then waits for a full one).
+    fn fitting(&self, cost: NonZeroU32) -> NonZeroU32 {
+        if self.learner.is_some() {
+            cost.min(self.params.burst)
+        } else {
+            cost
+        }
+    }
+
     /// Charges `units` someone else spent: the schedule moves on as if this
     /// cell had granted them.
     fn charge(&mut self, now_off: Duration, units: f64) {
@@ -353,11 +364,7 @@ impl Engine {
                 Cell::new(params, share, learn, margin, now)
             });
             cell.last_used = now;
-            let mut cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
-            if cell.learner.is_some() {
-                // A learned burst moves with the pace: wait for a full one instead of failing.
-                cost = cost.min(cell.params.burst);
-            }
+            let cost = cell.fitting(NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN));
             if cost > cell.params.burst {
                 return Err(CostTooHigh::new(
                     quota.name.clone(),
@@ -448,7 +455,7 @@ impl Engine {
                                 name: self.cell_name(key),
                                 interval: cell.params.interval,
                                 burst: cell.params.burst.get(),
-                                cost: cost.get(),
+                                cost: cell.fitting(*cost).get(),
                             }
                         })
                         .collect();
@@ -478,13 +485,15 @@ impl Engine {
                 let cell = &cells[key];
                 cell.clock.store(at, Ordering::Relaxed);
                 let saved = cell.tat.load(Ordering::Relaxed);
-                match cell.governor.check_n(*cost) {
+                match cell.governor.check_n(cell.fitting(*cost)) {
                     Ok(Ok(())) => taken.push((cell, saved)),
                     Ok(Err(not_until)) => {
                         refused = Some(self.base + not_until.earliest_possible());
                         break;
                     }
-                    Err(_) => unreachable!("costs above the burst are refused at admission"),
+                    Err(_) => unreachable!(
+                        "costs above a static burst are refused at admission; learned ones fit"
+                    ),
                 }
             }
             let Some(until) = refused else {

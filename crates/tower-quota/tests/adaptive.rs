@@ -503,3 +503,45 @@ impl LayerService for RateLimitLayer {
         tower_layer::Layer::layer(self, inner)
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_request_above_a_burst_that_shrank_waits_for_a_full_burst() {
+    // A learned token quota: its burst is one second's worth of its pace.
+    let learn = Adaptive::new("1000 tokens/s".parse().unwrap())
+        .floor("10 tokens/s".parse().unwrap())
+        .headers(RateHeaders::together_tokens());
+    let limits = Limits::builder()
+        .quota("tokens", Quota::adaptive(learn))
+        .route(Route::new(Method::POST, "/v1/embeddings").quota("tokens"))
+        .build()
+        .unwrap();
+    let layer = RateLimitLayer::new(limits);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    // Every answer says the limit is 100 tokens/s, half a second after the request.
+    let svc = layer.layer_service(slow_server(
+        log.clone(),
+        Arc::new(|_| answer(200, &[("x-tokenlimit-limit", "100")])),
+        Duration::from_millis(500),
+    ));
+    // 1,000 tokens each (3,936 characters / 4 + 16 for the answer): the
+    // start's whole burst. The second is due at 1 s, after the first's
+    // answer has shrunk the burst to 100.
+    let big = || {
+        Request::post("/v1/embeddings")
+            .body(format!(r#"{{"model":"m","input":"{}"}}"#, "x".repeat(3936)))
+            .unwrap()
+    };
+    let first = tokio::spawn(svc.clone().oneshot(big()));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    // Queued behind the first while the burst is still 1,000; the first's
+    // answer then shrinks the burst to 100, below this request's cost.
+    let second = tokio::spawn(svc.clone().oneshot(big()));
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+    assert_eq!(second.await.unwrap().unwrap().status(), 200);
+    assert_eq!(pace_of(&layer, "tokens"), 100.0);
+    assert_eq!(log.lock().unwrap().len(), 2);
+}
+
+fn pace_of(layer: &RateLimitLayer, quota: &str) -> f64 {
+    layer.snapshot().cell(quota, None).unwrap().pace
+}
