@@ -456,6 +456,15 @@ struct RouteStats {
 
 const RATE_WINDOW: Duration = Duration::from_secs(5);
 
+/// A model id without its organisation, at most 24 characters: `bge-large-en-v1.5`.
+fn short_model(model: &str) -> &str {
+    let name = model.rsplit('/').next().unwrap_or(model);
+    match name.char_indices().nth(24) {
+        Some((end, _)) => &name[..end],
+        None => name,
+    }
+}
+
 fn short(route: &str) -> &str {
     route.strip_prefix("/v1/").unwrap_or(route)
 }
@@ -702,7 +711,10 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
                         .cells
                         .iter()
                         .filter(|c| &c.quota == quota)
-                        .map(|c| format!("{:.1} {}", c.pace, c.source))
+                        .map(|c| {
+                            let model = c.key.as_deref().map_or("", short_model);
+                            format!("{model} {:.1}/s {}", c.pace, c.source)
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
