@@ -171,8 +171,8 @@ impl Cell {
         let pace = learner.apply();
         // The pace is finite and above zero; a floor of one per many
         // centuries still must not overflow a Duration.
-        let interval = Duration::try_from_secs_f64(1.0 / (pace * (1.0 - margin)))
-            .unwrap_or(Duration::MAX / 4);
+        let interval =
+            Duration::try_from_secs_f64(1.0 / (pace * (1.0 - margin))).unwrap_or(Duration::MAX / 4);
         if learner.weighted() {
             // One second's worth at the learned pace.
             let per_sec = pace.ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
