@@ -171,6 +171,7 @@ impl RedisStore {
                 .key(self.key("hold", &cell.name))
                 .arg(micros(cell.interval).max(1))
                 .arg(cell.burst.max(1))
+                .arg(micros(cell.interval).max(1) * u64::from(cell.burst.saturating_sub(1)))
                 .arg(cell.cost);
         }
         let mut conn = self.conn.clone();

@@ -24,12 +24,18 @@
 //!   without a 429 (a dynamic limit grows with use).
 //!   A 503 is capacity, not a rate signal: it changes nothing.
 //!
+//! With a shared store each process learns from its own answers and shares
+//! what it learned; a probing ramp bound counts this process's successes as
+//! many times as there are processes, which it takes from
+//! [`OnStoreFailure::LocalShare`](crate::OnStoreFailure::LocalShare)`(1/N)`:
+//! set it to the real number of processes (other fallbacks count one).
+//!
 //! A learned pace never becomes zero or infinite and never leaves
 //! `[floor, ceiling]`: garbage, negative, zero, non-finite or absurd header
 //! values are ignored with a `debug` event. Each change is visible in
 //! [`Snapshot`](crate::Snapshot) (the pace, its [`PaceSource`], when it
 //! changed) and as a `tracing` event (`info` for large changes, at most once
-//! a second per cell; `debug` otherwise).
+//! a second per cell; `trace` otherwise).
 //!
 //! # Example
 //!
@@ -396,8 +402,8 @@ impl LearnParams {
         if !(a.ramp.is_finite() && a.ramp >= 1.0) {
             return Err(("ramp", format!("{} must be at least 1", a.ramp)));
         }
-        if !(a.tempo.is_finite() && a.tempo > 0.0) {
-            return Err(("tempo", format!("{} must be above 0", a.tempo)));
+        if !(0.001..=1e6).contains(&a.tempo) {
+            return Err(("tempo", format!("{} is outside [0.001, 1000000]", a.tempo)));
         }
         if a.ramp_window.is_zero() {
             return Err(("ramp_window", "must be longer than zero".into()));

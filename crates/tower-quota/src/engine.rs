@@ -169,10 +169,12 @@ impl Cell {
             return;
         };
         let pace = learner.apply();
-        // The pace is finite and above zero; a floor of one per many
-        // centuries still must not overflow a Duration.
-        let interval =
-            Duration::try_from_secs_f64(1.0 / (pace * (1.0 - margin))).unwrap_or(Duration::MAX / 4);
+        // The pace is finite and above zero; governor takes intervals up to
+        // 584 years: a floor of one per many centuries stops at 500.
+        const LONGEST: Duration = Duration::from_secs(500 * 365 * 86_400);
+        let interval = Duration::try_from_secs_f64(1.0 / (pace * (1.0 - margin)))
+            .unwrap_or(LONGEST)
+            .min(LONGEST);
         if learner.weighted() {
             // One second's worth at the learned pace.
             let per_sec = pace.ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
@@ -187,9 +189,10 @@ impl Cell {
         );
     }
 
-    /// What a request of `cost` is charged: all of it, but on a learning
-    /// cell no more than its burst, which moves with the pace (a request
-    /// admitted under a larger burst then waits for a full one).
+    /// What a request of `cost` must find free to go: all of it, but on a
+    /// learning cell no more than its burst, which moves with the pace (a
+    /// request admitted under a larger burst, or larger than a second's
+    /// worth, waits for a full burst; the rest is charged after its grant).
     fn fitting(&self, cost: NonZeroU32) -> NonZeroU32 {
         if self.learner.is_some() {
             cost.min(self.params.burst)
@@ -458,7 +461,7 @@ impl Engine {
                                 name: self.cell_name(key),
                                 interval: cell.params.interval,
                                 burst: cell.params.burst.get(),
-                                cost: cell.fitting(*cost).get(),
+                                cost: cost.get(),
                             }
                         })
                         .collect();
@@ -500,6 +503,16 @@ impl Engine {
                 }
             }
             let Some(until) = refused else {
+                // A learning cell checked at most its burst: the rest of the
+                // cost is charged now, so the next grant waits for it.
+                let at = self.offset(decision);
+                for (key, cost) in &waiter.cells {
+                    let cell = cells.get_mut(key).expect("cell of a live waiter");
+                    let fitted = cell.fitting(*cost);
+                    if fitted < *cost {
+                        cell.charge(at, f64::from(cost.get() - fitted.get()));
+                    }
+                }
                 return Ok(Attempt::Granted(guard.grant(id, decision)));
             };
             for (cell, saved) in taken {

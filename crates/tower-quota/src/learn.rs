@@ -28,7 +28,8 @@ const RECOVER: f64 = 0.25;
 /// Where fast recovery stops, as a share of the pace cut from: the 429
 /// came when the pace had already run past the limit.
 const RECOVER_TO: f64 = 0.9;
-/// A cut goes no lower than this share of the rate accepted over the last second.
+/// A cut goes no lower than this share of the rate accepted over the last
+/// second, and always at least to this share of the pace cut from.
 const CUT_TO_ACCEPTED: f64 = 0.9;
 
 const BUCKETS: usize = 16;
@@ -156,15 +157,19 @@ pub(crate) struct Learner {
     moved: Option<Move>,
 }
 
-/// A number from the first of `names` present, the lowest where several are.
+/// What a group of headers says.
 enum Reading {
     Absent,
     Value(f64),
     Garbage(HeaderName),
 }
 
-fn read_lowest(headers: &HeaderMap, names: &[HeaderName]) -> Reading {
+/// The lowest readable value of `names`; unreadable ones (and, with
+/// `positive`, zeros) are passed over, so one bad header does not hide a
+/// good one.
+fn read_lowest(headers: &HeaderMap, names: &[HeaderName], positive: bool) -> Reading {
     let mut lowest: Option<f64> = None;
+    let mut garbage = None;
     for name in names {
         let Some(value) = headers.get(name) else {
             continue;
@@ -173,13 +178,18 @@ fn read_lowest(headers: &HeaderMap, names: &[HeaderName]) -> Reading {
             .to_str()
             .ok()
             .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|v| v.is_finite() && *v >= 0.0 && *v < ABSURD);
+            .filter(|v| v.is_finite() && *v >= 0.0 && *v < ABSURD)
+            .filter(|v| !positive || *v > 0.0);
         match number {
             Some(v) => lowest = Some(lowest.map_or(v, |l| l.min(v))),
-            None => return Reading::Garbage(name.clone()),
+            None => garbage = Some(name.clone()),
         }
     }
-    lowest.map_or(Reading::Absent, Reading::Value)
+    match (lowest, garbage) {
+        (Some(v), _) => Reading::Value(v),
+        (None, Some(name)) => Reading::Garbage(name),
+        (None, None) => Reading::Absent,
+    }
 }
 
 /// A reset: seconds (`0.075`, `2`) or a Go-style duration (`6m0s`, `1.5s`, `20ms`).
@@ -305,21 +315,18 @@ impl Learner {
         }
         if let Some(h) = self.params.headers.clone() {
             let period = h.period.as_secs_f64();
-            match read_lowest(headers, &h.limit) {
-                Reading::Value(limit) if limit > 0.0 => {
+            match read_lowest(headers, &h.limit, true) {
+                Reading::Value(limit) => {
                     self.header_at = Some(now);
                     self.set(now, limit / period, PaceSource::Header, cell);
                     self.moved = Some(Move::Header);
-                }
-                Reading::Value(_) => {
-                    tracing::debug!(%cell, "rate limit: ignoring a zero limit header");
                 }
                 Reading::Garbage(name) => {
                     tracing::debug!(%cell, header = %name, "rate limit: ignoring an unreadable limit header");
                 }
                 Reading::Absent => {}
             }
-            match read_lowest(headers, &h.remaining) {
+            match read_lowest(headers, &h.remaining, false) {
                 Reading::Value(remaining) if self.source == PaceSource::Header => {
                     let spent = self.spent.as_mut().expect("headers keep a spent window");
                     let own_view = self.pace * period - spent.sum(now);
@@ -372,8 +379,10 @@ impl Learner {
         // ramp rule) is no reason to fall far under it.
         let window = Duration::from_secs(1).div_f64(self.params.tempo);
         let accepted = self.lately.sum_within(now) / window.as_secs_f64();
-        let to = (from * self.params.decrease).max(accepted * CUT_TO_ACCEPTED);
-        self.set(now, to.min(from), PaceSource::Probe, cell);
+        let to = (from * self.params.decrease)
+            .max(accepted * CUT_TO_ACCEPTED)
+            .min(from * CUT_TO_ACCEPTED);
+        self.set(now, to, PaceSource::Probe, cell);
         self.moved = Some(Move::Cut);
     }
 

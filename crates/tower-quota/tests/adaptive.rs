@@ -386,11 +386,37 @@ async fn header_values_stay_within_floor_and_ceiling_and_garbage_is_ignored() {
     *value.lock().unwrap() = "0.001".into();
     send_sequentially(&svc, "m", 1).await;
     assert_eq!(pace(&layer, "m").0, 2.0);
+    // From mid-range, garbage moves nothing.
+    *value.lock().unwrap() = "10".into();
+    send_sequentially(&svc, "m", 1).await;
+    assert_eq!(pace(&layer, "m"), (10.0, PaceSource::Header));
     for garbage in ["-4", "0", "NaN", "inf", "lots", "1e300", ""] {
         *value.lock().unwrap() = garbage.into();
         send_sequentially(&svc, "m", 1).await;
-        assert_eq!(pace(&layer, "m").0, 2.0, "after {garbage:?}");
+        assert_eq!(
+            pace(&layer, "m"),
+            (10.0, PaceSource::Header),
+            "after {garbage:?}"
+        );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_unreadable_limit_header_does_not_hide_a_readable_one() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let layer = layer(Adaptive::new(rate("1/s")).headers(RateHeaders::together_requests()));
+    let answer: Answer = Arc::new(|_| {
+        answer(
+            200,
+            &[
+                ("x-ratelimit-limit", "12"),
+                ("x-ratelimit-limit-dynamic", "soon"),
+            ],
+        )
+    });
+    let svc = layer.layer_service(server(log, answer));
+    send_sequentially(&svc, "m", 1).await;
+    assert_eq!(pace(&layer, "m"), (12.0, PaceSource::Header));
 }
 
 #[tokio::test(start_paused = true)]
@@ -536,10 +562,25 @@ async fn a_queued_request_above_a_burst_that_shrank_waits_for_a_full_burst() {
     // Queued behind the first while the burst is still 1,000; the first's
     // answer then shrinks the burst to 100, below this request's cost.
     let second = tokio::spawn(svc.clone().oneshot(big()));
-    assert_eq!(first.await.unwrap().unwrap().status(), 200);
-    assert_eq!(second.await.unwrap().unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    // A small one behind: it waits until the second's whole cost is paid.
+    let small = Request::post("/v1/embeddings")
+        .body(r#"{"model":"m","input":"x"}"#.to_owned())
+        .unwrap();
+    let third = tokio::spawn(svc.clone().oneshot(small));
+    for task in [first, second, third] {
+        assert_eq!(task.await.unwrap().unwrap().status(), 200);
+    }
     assert_eq!(pace_of(&layer, "tokens"), 100.0);
-    assert_eq!(log.lock().unwrap().len(), 2);
+    let times: Vec<_> = log.lock().unwrap().iter().map(|(t, _)| *t).collect();
+    assert_eq!(times.len(), 3);
+    // The second went once a whole burst (100) was free, at 1 s; its other
+    // 900 tokens at 100/s (less the margin) hold the third ~9 s more.
+    let paid = times[2] - times[1];
+    assert!(
+        paid >= Duration::from_secs(9),
+        "{paid:?}: the second was charged in full"
+    );
 }
 
 fn pace_of(layer: &RateLimitLayer, quota: &str) -> f64 {
