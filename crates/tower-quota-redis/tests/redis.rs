@@ -469,3 +469,47 @@ async fn layers_share_what_they_learn_and_a_429_seen_by_one_holds_all() {
     let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
     let _: () = conn.del(keys).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_cost_above_the_burst_is_charged_in_full_and_a_shared_pace_keeps_the_callers_tolerance() {
+    let Some(url) = redis_url("a_cost_above_the_burst_is_charged_in_full").await else {
+        return;
+    };
+    use tower_quota::{PaceNews, SharedNews};
+    let prefix = unique_prefix("full-cost");
+    let now = 3_000_000_000_000u64;
+    let ms = Duration::from_millis;
+    let at = |t: u64| {
+        RedisStore::new(&url, SECRET)
+            .unwrap()
+            .prefix(prefix.clone())
+            .at_time(t)
+    };
+    // Burst 10 at 10 ms: a cost of 30 goes once 10 are free, and pays 30.
+    let big = SharedCell::new("tokens".to_owned(), ms(10), 10, 30);
+    let one = SharedCell::new("tokens".to_owned(), ms(10), 10, 1);
+    let decide = |t: u64, cell: SharedCell| {
+        let store = at(t);
+        async move { store.decide_now(&[cell], Duration::ZERO).await.unwrap() }
+    };
+    assert_eq!(decide(now, big).await, SharedDecision::Granted);
+    // TAT now + 300 ms, tolerance 90 ms: the next unit at now + 210 ms.
+    assert_eq!(
+        decide(now, one.clone()).await,
+        SharedDecision::Wait(ms(210))
+    );
+
+    // A slower shared pace (100 ms) keeps the caller's 90 ms of tolerance,
+    // not 9 x 100 ms.
+    let mut n = SharedNews::new("pace".to_owned());
+    n.pace = Some(PaceNews::Set(ms(100)));
+    at(now).share_now(&n).await.unwrap();
+    let paced = SharedCell::new("pace".to_owned(), ms(10), 10, 1);
+    assert_eq!(decide(now, paced.clone()).await, SharedDecision::Granted);
+    assert_eq!(decide(now, paced).await, SharedDecision::Wait(ms(10)));
+
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
+    let _: () = conn.del(keys).await.unwrap();
+}
