@@ -10,6 +10,15 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt, service_fn};
 use tower_quota::{Limits, Quota, Rate, RateLimit, Route};
 
+/// A current-thread runtime on tokio's paused clock: every case instant and repeatable.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
 fn run(
     amount: u32,
     period_ms: u64,
@@ -17,12 +26,7 @@ fn run(
     arrivals: Vec<u64>,
     drops: Vec<bool>,
 ) -> Vec<Duration> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async move {
+    paused_runtime().block_on(async move {
         let rate = Rate::new(amount.try_into().unwrap(), Duration::from_millis(period_ms)).unwrap();
         let limits = Limits::builder()
             .quota("q", Quota::new(rate).burst(burst.try_into().unwrap()))
@@ -141,12 +145,7 @@ fn answer() -> impl Strategy<Value = Answer> {
 /// step's paces of A and B after the answer.
 fn learn(headers: bool, answers: Vec<Answer>) -> Vec<(bool, f64, f64)> {
     use tower_quota::{Adaptive, KeyBy, RateHeaders, RateLimitLayer};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async move {
+    paused_runtime().block_on(async move {
         let mut learn = Adaptive::new("2/s".parse().unwrap())
             .floor("1/s".parse().unwrap())
             .ceiling("50/s".parse().unwrap());
