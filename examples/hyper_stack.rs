@@ -1,5 +1,5 @@
 //! Composes the layers by hand over hyper-util's client:
-//! Retry -> RateLimit -> Concurrency -> Together -> hyper.
+//! Retry -> RateLimit -> JobLimit -> Together -> hyper.
 //!
 //! Runs against an in-process together-sim (no network):
 //! `cargo run --example hyper_stack`.
@@ -30,7 +30,7 @@ async fn main() -> Result<(), BoxError> {
         // Outside the rate limit, so every retry is charged against the quota.
         .layer(RetryLayer::new(retry_policy().build()?))
         .layer(RateLimitLayer::new(preset.limits()?))
-        .layer(preset.concurrency().build()?)
+        .layer(preset.job_limit().build()?)
         // Base URL, `Authorization: Bearer` (sensitive), user agent, JSON headers.
         .layer(TogetherLayer::new(
             &sim.base_url(),

@@ -5,12 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use together_rate_limits::retry::{RetryLayer, RetryPolicy, TpsBudget};
+use together_rate_limits::retry::{RequestClass, RetryLayer, RetryPolicy, TpsBudget};
 use together_sim::config::{CHAT, FaultKind, FaultRule};
 use together_sim::{Mode, Sim, SimHandle};
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -99,6 +99,11 @@ async fn transient_faults_and_429s_are_ridden_out() {
         .hint_jitter(Duration::from_millis(50))
         .budget(TpsBudget::new(Duration::from_secs(10), 1_000, 100.0))
         .seed(3)
+        .route_class(
+            Method::POST,
+            "/v1/chat/completions",
+            RequestClass::Idempotent,
+        )
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()
@@ -151,6 +156,11 @@ async fn a_permanent_503_is_retried_within_the_budget() {
         .max_retries(4)
         .backoff(Duration::from_millis(5), Duration::from_millis(40))
         .budget(TpsBudget::new(Duration::from_secs(10), 0, 0.2))
+        .route_class(
+            Method::POST,
+            "/v1/chat/completions",
+            RequestClass::Idempotent,
+        )
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()

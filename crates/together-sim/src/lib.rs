@@ -157,6 +157,7 @@ pub mod limits;
 mod multipart;
 mod server;
 pub mod stats;
+mod wire;
 
 pub use config::{ConfigError, DynamicLimits, Mode, Rate, SimBuilder, SimConfig};
 pub use limits::{LimitKind, LimiterStats};

@@ -374,7 +374,7 @@ impl Limits {
     pub(crate) fn snapshot(&self) -> Vec<LimiterStats> {
         let mut out = Vec::new();
         for (key, kl) in &self.keys {
-            let label = crate::server::key_label(&self.key_order, key);
+            let label = crate::wire::key_label(&self.key_order, key);
             let buckets = kl.buckets.read().unwrap_or_else(|e| e.into_inner());
             for (bk, l) in buckets.iter() {
                 let l = l.lock().unwrap_or_else(|e| e.into_inner());

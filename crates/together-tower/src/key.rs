@@ -57,6 +57,34 @@ impl ApiKey {
     pub fn header_value(&self) -> &HeaderValue {
         &self.header
     }
+
+    /// The key's text, for code that must hand it on (a shared store
+    /// hashing it into a namespace). Never log or print it.
+    pub fn expose_secret(&self) -> &str {
+        self.header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+    }
+
+    /// `text` with every occurrence of the key replaced by `<redacted>`:
+    /// for messages that may quote it (a server echoing the key in an
+    /// error). Scrub before cutting a text short, so no part of the key
+    /// survives the cut.
+    ///
+    /// ```
+    /// use together_tower::ApiKey;
+    ///
+    /// let key = ApiKey::new("sk-secret").unwrap();
+    /// assert_eq!(key.scrub("bad key sk-secret"), "bad key <redacted>");
+    /// ```
+    pub fn scrub(&self, text: &str) -> String {
+        match self.expose_secret() {
+            "" => text.to_owned(),
+            secret => text.replace(secret, "<redacted>"),
+        }
+    }
 }
 
 impl fmt::Debug for ApiKey {

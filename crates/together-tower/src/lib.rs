@@ -1,6 +1,6 @@
 //! A thin tower service for Together AI's OpenAI-compatible API, with rate-limit
 //! presets, typed helpers and the default stack Retry -> RateLimit ->
-//! Concurrency -> Together -> hyper client, so work finishes as fast as the
+//! JobLimit -> Together -> hyper client, so work finishes as fast as the
 //! limits allow with no 429 storms.
 //!
 //! # Example
@@ -37,7 +37,7 @@
 //! |---|---|---|
 //! | Retry | tower-retry-after, [`retry_policy`] | retries 429/5xx/transport errors, waits `retry-after`; never retries the rate limiter's own refusals ([`is_transient`]) |
 //! | RateLimit | tower-quota, [`Preset::limits`] | waits for each route's (and model's) quota, paced per second |
-//! | Concurrency | tower-jobs, [`Preset::concurrency`] | caps fine-tunes and batches running on the server |
+//! | JobLimit | tower-jobs, [`Preset::job_limit`] | caps fine-tunes and batches running on the server |
 //! | [`Together`] | this crate | base URL, `Authorization: Bearer` (sensitive), user agent, JSON headers |
 //! | client | [`default_http_client`] | hyper-util over hyper-rustls (ring, webpki roots, HTTP/1.1 + HTTP/2), tower-http's sensitive headers, trace and timeout |
 //!
@@ -77,21 +77,27 @@ pub mod error;
 mod jobs;
 mod key;
 pub mod preset;
+mod retry;
 pub mod service;
 mod suggest;
 mod transport;
 pub mod types;
 
 pub use crate::client::{
-    ChunkFailure, ClientService, EmbedAll, ErrorFilter, Served, Stack, TogetherBuilder,
-    TogetherClient, TogetherLayers, is_transient, retry_policy,
+    ChunkFailure, ClientService, EmbedAll, Served, Stack, TogetherBuilder, TogetherClient,
+    TogetherLayers, retry_policy,
 };
 pub use crate::error::{Error, ErrorKind};
 pub use crate::key::{API_KEY_ENV, ApiKey, InvalidApiKey};
-pub use crate::preset::{InvalidPreset, JobPreset, Preset, RouteLimit, Tier};
+pub use crate::preset::{
+    InvalidPreset, JobPreset, LearnPreset, Preset, RouteLimit, Tier, UnknownPreset, UnknownTier,
+};
+pub use crate::retry::{ErrorFilter, is_transient};
 pub use crate::service::{DEFAULT_BASE_URL, Together, TogetherLayer};
 pub use crate::suggest::closest_models;
-pub use crate::transport::{DEFAULT_TIMEOUT, HttpBody, HttpClient, default_http_client};
+#[cfg(feature = "rustls")]
+pub use crate::transport::default_http_client;
+pub use crate::transport::{DEFAULT_TIMEOUT, HttpBody, HttpClient};
 
 /// The error type of the services in the stack.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,4 +1,4 @@
-//! The response body of [`Concurrency`](crate::Concurrency).
+//! The response body of [`JobLimit`](crate::JobLimit).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -2,9 +2,9 @@
 
 use std::fmt;
 
-/// A [`JobKind`](crate::JobKind) or [`ConcurrencyLayer`](crate::ConcurrencyLayer)
+/// A [`JobKind`](crate::JobKind) or [`JobLimitLayer`](crate::JobLimitLayer)
 /// configuration that cannot work; returned by
-/// [`ConcurrencyLayerBuilder::build`](crate::ConcurrencyLayerBuilder::build).
+/// [`JobLimitBuilder::build`](crate::JobLimitBuilder::build).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidConfig {
     message: String,

@@ -13,10 +13,10 @@ use tower_service::Service;
 use crate::BoxError;
 use crate::body::ResponseBody;
 use crate::kind::Role;
-use crate::state::{KindState, Shared};
+use crate::state::{JobSlots, KindState};
 
 pub(crate) async fn run<S, B, R>(
-    shared: Arc<Shared>,
+    shared: Arc<JobSlots>,
     k: usize,
     role: Role,
     mut svc: S,
@@ -63,7 +63,7 @@ where
 /// The slot of a create in progress. Dropped with its permit: released if
 /// no create was in flight, kept as an orphan if one was.
 struct Slot {
-    shared: Arc<Shared>,
+    shared: Arc<JobSlots>,
     k: usize,
     permit: Option<OwnedSemaphorePermit>,
     in_flight: Option<Instant>,
@@ -106,7 +106,7 @@ impl Drop for Slot {
 }
 
 async fn create<S, B, R>(
-    shared: &Arc<Shared>,
+    shared: &Arc<JobSlots>,
     k: usize,
     mut svc: S,
     req: Request<B>,

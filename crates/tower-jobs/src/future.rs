@@ -1,4 +1,4 @@
-//! The response future of [`Concurrency`](crate::Concurrency).
+//! The response future of [`JobLimit`](crate::JobLimit).
 
 use std::fmt;
 use std::future::Future;

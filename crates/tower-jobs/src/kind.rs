@@ -28,7 +28,7 @@ pub const DEFAULT_TERMINAL: &[&str] = &[
 /// one API; see the [crate docs](crate) for an example.
 ///
 /// The configuration is checked by
-/// [`ConcurrencyLayerBuilder::build`](crate::ConcurrencyLayerBuilder::build).
+/// [`JobLimitBuilder::build`](crate::JobLimitBuilder::build).
 #[derive(Debug, Clone)]
 pub struct JobKind {
     pub(crate) name: String,

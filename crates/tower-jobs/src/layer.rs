@@ -5,13 +5,14 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use crate::error::InvalidConfig;
+use crate::handle::JobsHandle;
 use crate::kind::JobKind;
-use crate::service::Concurrency;
-use crate::state::{KindState, Options, Shared};
+use crate::service::JobLimit;
+use crate::state::{JobSlots, KindState, Options};
 
-/// Default of [`ConcurrencyLayerBuilder::max_conflict_wait`]: 10 minutes.
+/// Default of [`JobLimitBuilder::max_conflict_wait`]: 10 minutes.
 pub const DEFAULT_MAX_CONFLICT_WAIT: Duration = Duration::from_secs(600);
-/// Default of [`ConcurrencyLayerBuilder::poll_interval`]: 5 seconds.
+/// Default of [`JobLimitBuilder::poll_interval`]: 5 seconds.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Caps the jobs running on the server per [`JobKind`]; see the
@@ -22,14 +23,14 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// Clones of the layer, every service it makes, and its [`JobsHandle`]s
 /// share the same slots.
 #[derive(Clone)]
-pub struct ConcurrencyLayer {
-    shared: Arc<Shared>,
+pub struct JobLimitLayer {
+    shared: Arc<JobSlots>,
 }
 
-impl ConcurrencyLayer {
-    /// A builder: add [`JobKind`]s, set options, [`build`](ConcurrencyLayerBuilder::build).
-    pub fn builder() -> ConcurrencyLayerBuilder {
-        ConcurrencyLayerBuilder {
+impl JobLimitLayer {
+    /// A builder: add [`JobKind`]s, set options, [`build`](JobLimitBuilder::build).
+    pub fn builder() -> JobLimitBuilder {
+        JobLimitBuilder {
             kinds: Vec::new(),
             options: Options {
                 reconcile_on_start: false,
@@ -42,15 +43,13 @@ impl ConcurrencyLayer {
 
     /// A handle on the slots: which jobs hold them, free one by hand.
     pub fn handle(&self) -> JobsHandle {
-        JobsHandle {
-            shared: self.shared.clone(),
-        }
+        JobsHandle::new(self.shared.clone())
     }
 }
 
-impl fmt::Debug for ConcurrencyLayer {
+impl fmt::Debug for JobLimitLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConcurrencyLayer")
+        f.debug_struct("JobLimitLayer")
             .field(
                 "kinds",
                 &self
@@ -65,22 +64,22 @@ impl fmt::Debug for ConcurrencyLayer {
     }
 }
 
-impl<S> Layer<S> for ConcurrencyLayer {
-    type Service = Concurrency<S>;
+impl<S> Layer<S> for JobLimitLayer {
+    type Service = JobLimit<S>;
 
-    fn layer(&self, inner: S) -> Concurrency<S> {
-        Concurrency::from_shared(inner, self.shared.clone())
+    fn layer(&self, inner: S) -> JobLimit<S> {
+        JobLimit::from_shared(inner, self.shared.clone())
     }
 }
 
-/// Builds a [`ConcurrencyLayer`].
+/// Builds a [`JobLimitLayer`].
 #[derive(Debug, Clone)]
-pub struct ConcurrencyLayerBuilder {
+pub struct JobLimitBuilder {
     kinds: Vec<JobKind>,
     options: Options,
 }
 
-impl ConcurrencyLayerBuilder {
+impl JobLimitBuilder {
     /// Caps one more kind of job (each kind has its own slots).
     pub fn kind(mut self, kind: JobKind) -> Self {
         self.kinds.push(kind);
@@ -120,7 +119,7 @@ impl ConcurrencyLayerBuilder {
     }
 
     /// Checks the kinds and builds the layer.
-    pub fn build(self) -> Result<ConcurrencyLayer, InvalidConfig> {
+    pub fn build(self) -> Result<JobLimitLayer, InvalidConfig> {
         if self.kinds.is_empty() {
             return Err(InvalidConfig::new("no job kind configured"));
         }
@@ -143,67 +142,11 @@ impl ConcurrencyLayerBuilder {
             }
             kinds.push(KindState::new(kind.compile()?));
         }
-        Ok(ConcurrencyLayer {
-            shared: Arc::new(Shared {
+        Ok(JobLimitLayer {
+            shared: Arc::new(JobSlots {
                 kinds,
                 options: self.options,
             }),
         })
-    }
-}
-
-/// Sees and frees the slots of a [`ConcurrencyLayer`] (and its services).
-#[derive(Clone)]
-pub struct JobsHandle {
-    shared: Arc<Shared>,
-}
-
-impl JobsHandle {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        JobsHandle { shared }
-    }
-
-    /// The jobs holding slots, as (kind, id), sorted by kind then id. Creates
-    /// in flight (not yet answered) and orphaned slots are not listed.
-    pub fn running(&self) -> Vec<(String, String)> {
-        self.shared
-            .kinds
-            .iter()
-            .flat_map(|k| {
-                k.running()
-                    .into_iter()
-                    .map(move |id| (k.spec.kind.name.clone(), id))
-            })
-            .collect()
-    }
-
-    /// Frees the slot of job `id` of `kind`; `false` if it held none.
-    pub fn release(&self, kind: &str, id: &str) -> bool {
-        self.shared
-            .kind_index(kind)
-            .is_some_and(|i| self.shared.kinds[i].release(id, "released by hand"))
-    }
-
-    /// Free slots of `kind` now; `None` for an unknown kind.
-    pub fn available(&self, kind: &str) -> Option<usize> {
-        self.shared
-            .kind_index(kind)
-            .map(|i| self.shared.kinds[i].sem.available_permits())
-    }
-
-    /// Slots of `kind` kept for creates dropped before their response;
-    /// `None` for an unknown kind.
-    pub fn orphaned(&self, kind: &str) -> Option<usize> {
-        self.shared
-            .kind_index(kind)
-            .map(|i| self.shared.kinds[i].orphans())
-    }
-}
-
-impl fmt::Debug for JobsHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JobsHandle")
-            .field("running", &self.running())
-            .finish()
     }
 }

@@ -1,7 +1,7 @@
 //! Caps on jobs running on the server (fine-tunes, batches), not on requests
 //! in flight: a job-creating request waits (FIFO) for a free slot.
 //! A server that runs long jobs (fine-tunes, batches) often caps how many
-//! may be non-terminal at once and refuses more (409). [`ConcurrencyLayer`]
+//! may be non-terminal at once and refuses more (409). [`JobLimitLayer`]
 //! keeps a client under such a cap: each [`JobKind`] has `cap` slots; a
 //! create waits, FIFO, for a free slot; the slot is bound to the job id of
 //! the create's response and freed when a response through the layer shows
@@ -23,11 +23,11 @@
 //! use http::{Method, Request, Response};
 //! use http_body_util::Full;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use tower_jobs::{ConcurrencyLayer, JobKind};
+//! use tower_jobs::{JobLimitLayer, JobKind};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), tower_jobs::BoxError> {
-//! let layer = ConcurrencyLayer::builder()
+//! let layer = JobLimitLayer::builder()
 //!     .kind(
 //!         JobKind::new("train", NonZeroU32::new(1).unwrap(), Method::POST, "/v1/jobs")
 //!             .get_route("/v1/jobs/{id}")
@@ -73,15 +73,15 @@
 //!
 //! Jobs started by another process, or before a restart, count against the
 //! server's cap too. With
-//! [`reconcile_on_start`](ConcurrencyLayerBuilder::reconcile_on_start), the
+//! [`reconcile_on_start`](JobLimitBuilder::reconcile_on_start), the
 //! first create of a kind first `GET`s the kind's list route (on the create
 //! request's scheme and authority, with its headers, such as
 //! `Authorization`) and counts every non-terminal job it does not know. A
 //! create answered with the conflict status (409) reconciles the same way,
 //! then waits for a slot to free or for the
-//! [poll interval](ConcurrencyLayerBuilder::poll_interval), reconciles and
+//! [poll interval](JobLimitBuilder::poll_interval), reconciles and
 //! tries again, until the
-//! [maximum wait](ConcurrencyLayerBuilder::max_conflict_wait); then the 409
+//! [maximum wait](JobLimitBuilder::max_conflict_wait); then the 409
 //! goes back to the caller. Any list response through the layer reconciles
 //! too. Jobs counted this way hold slots until a response shows them
 //! terminal, like any other. Counted jobs beyond the cap take the next slots
@@ -103,7 +103,7 @@
 //! - A create dropped after it was sent keeps its slot: the job may exist on
 //!   the server. The slot is freed by the next reconcile (a list whose
 //!   request was sent after the create: the job, if any, is counted by id
-//!   instead), or after [`orphan_timeout`](ConcurrencyLayerBuilder::orphan_timeout)
+//!   instead), or after [`orphan_timeout`](JobLimitBuilder::orphan_timeout)
 //!   if set. [`JobsHandle::orphaned`] counts such slots.
 //! - A create whose 2xx body fails to arrive is treated the same way.
 //!
@@ -117,6 +117,7 @@ mod body;
 pub mod error;
 mod flow;
 pub mod future;
+mod handle;
 mod kind;
 mod layer;
 mod service;
@@ -124,13 +125,11 @@ mod state;
 
 pub use body::ResponseBody;
 pub use error::InvalidConfig;
+pub use handle::JobsHandle;
 pub use kind::{DEFAULT_TERMINAL, JobKind};
-pub use layer::{
-    ConcurrencyLayer, ConcurrencyLayerBuilder, DEFAULT_MAX_CONFLICT_WAIT, DEFAULT_POLL_INTERVAL,
-    JobsHandle,
-};
-pub use service::Concurrency;
+pub use layer::{DEFAULT_MAX_CONFLICT_WAIT, DEFAULT_POLL_INTERVAL, JobLimitBuilder, JobLimitLayer};
+pub use service::JobLimit;
 
-/// The error type of [`Concurrency`]: errors of the inner service or of
+/// The error type of [`JobLimit`]: errors of the inner service or of
 /// reading a response body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -11,8 +11,8 @@ use crate::BoxError;
 use crate::body::ResponseBody;
 use crate::flow;
 use crate::future::ResponseFuture;
-use crate::layer::JobsHandle;
-use crate::state::Shared;
+use crate::handle::JobsHandle;
+use crate::state::JobSlots;
 
 /// Waits for a free job slot before each job-creating request and frees
 /// slots as responses show jobs finished; see the [crate docs](crate).
@@ -30,14 +30,14 @@ use crate::state::Shared;
 /// # Clone
 ///
 /// Clones share the slots. The inner service is cloned once per job request.
-pub struct Concurrency<S> {
+pub struct JobLimit<S> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: Arc<JobSlots>,
 }
 
-impl<S> Concurrency<S> {
-    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
-        Concurrency { inner, shared }
+impl<S> JobLimit<S> {
+    pub(crate) fn from_shared(inner: S, shared: Arc<JobSlots>) -> Self {
+        JobLimit { inner, shared }
     }
 
     /// A handle on the slots.
@@ -61,25 +61,25 @@ impl<S> Concurrency<S> {
     }
 }
 
-impl<S: Clone> Clone for Concurrency<S> {
+impl<S: Clone> Clone for JobLimit<S> {
     fn clone(&self) -> Self {
-        Concurrency {
+        JobLimit {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for Concurrency<S> {
+impl<S: fmt::Debug> fmt::Debug for JobLimit<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Concurrency")
+        f.debug_struct("JobLimit")
             .field("inner", &self.inner)
             .field("running", &self.handle().running())
             .finish()
     }
 }
 
-impl<S, B, ResBody> Service<Request<B>> for Concurrency<S>
+impl<S, B, ResBody> Service<Request<B>> for JobLimit<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send,

@@ -19,7 +19,7 @@ pub(crate) struct Options {
 }
 
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct JobSlots {
     pub(crate) kinds: Vec<KindState>,
     pub(crate) options: Options,
 }
@@ -51,7 +51,7 @@ struct Orphan {
     permit: OwnedSemaphorePermit,
 }
 
-impl Shared {
+impl JobSlots {
     pub(crate) fn route(&self, method: &http::Method, path: &str) -> Option<(usize, Role)> {
         self.kinds
             .iter()

@@ -11,7 +11,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tower::{BoxError, ServiceExt, service_fn};
-use tower_jobs::{ConcurrencyLayer, JobKind, JobsHandle};
+use tower_jobs::{JobKind, JobLimitLayer, JobsHandle};
 
 /// A job server: `POST /jobs` creates a `running` job, `GET /jobs/{id}`,
 /// `GET /jobs` (`{"data": [...]}`), `POST /jobs/{id}/cancel`.
@@ -125,7 +125,7 @@ type Client = tower::util::BoxCloneSyncService<
     BoxError,
 >;
 
-fn client(fake: &Fake, layer: &ConcurrencyLayer) -> Client {
+fn client(fake: &Fake, layer: &JobLimitLayer) -> Client {
     let fake = fake.clone();
     let svc = service_fn(move |req| fake.clone().serve(req));
     tower::util::BoxCloneSyncService::new(tower::Layer::layer(layer, svc))
@@ -153,7 +153,7 @@ async fn create(c: &Client) -> String {
 }
 
 fn setup(cap: u32) -> (Fake, Client, JobsHandle) {
-    let layer = ConcurrencyLayer::builder().kind(kind(cap)).build().unwrap();
+    let layer = JobLimitLayer::builder().kind(kind(cap)).build().unwrap();
     let fake = Fake::default();
     let c = client(&fake, &layer);
     (fake, c, layer.handle())
@@ -310,7 +310,7 @@ async fn dropped_in_flight_create_keeps_its_slot_until_reconciled() {
 
 #[tokio::test(start_paused = true)]
 async fn dropped_in_flight_create_slot_times_out() {
-    let layer = ConcurrencyLayer::builder()
+    let layer = JobLimitLayer::builder()
         .kind(kind(1))
         .orphan_timeout(Duration::from_secs(60))
         .build()
@@ -346,7 +346,7 @@ async fn reconcile_on_start_counts_foreign_jobs() {
     let fake = Fake::default();
     fake.set("old-1", "running");
     fake.set("old-2", "completed");
-    let layer = ConcurrencyLayer::builder()
+    let layer = JobLimitLayer::builder()
         .kind(kind(2))
         .reconcile_on_start(true)
         .build()
@@ -370,7 +370,7 @@ async fn reconcile_on_start_counts_foreign_jobs() {
 
 #[tokio::test(start_paused = true)]
 async fn conflict_is_returned_after_max_wait() {
-    let layer = ConcurrencyLayer::builder()
+    let layer = JobLimitLayer::builder()
         .kind(kind(3))
         .max_conflict_wait(Duration::from_secs(30))
         .poll_interval(Duration::from_secs(5))
@@ -389,7 +389,7 @@ async fn conflict_is_returned_after_max_wait() {
 
 #[tokio::test(start_paused = true)]
 async fn conflict_is_absorbed_once_a_foreign_job_finishes() {
-    let layer = ConcurrencyLayer::builder()
+    let layer = JobLimitLayer::builder()
         .kind(kind(3))
         .poll_interval(Duration::from_secs(5))
         .build()
@@ -424,7 +424,7 @@ async fn kinds_have_their_own_slots() {
         Method::POST,
         "/others",
     );
-    let layer = ConcurrencyLayer::builder()
+    let layer = JobLimitLayer::builder()
         .kind(kind(1))
         .kind(other)
         .build()
@@ -447,7 +447,7 @@ async fn kinds_have_their_own_slots() {
 #[test]
 fn invalid_configs_fail_at_build() {
     let cap = NonZeroU32::new(1).unwrap();
-    assert!(ConcurrencyLayer::builder().build().is_err());
+    assert!(JobLimitLayer::builder().build().is_err());
     let bad = [
         JobKind::new("a", cap, Method::POST, "jobs"),
         JobKind::new("a", cap, Method::POST, "/jobs").get_route("/jobs"),
@@ -456,16 +456,13 @@ fn invalid_configs_fail_at_build() {
         JobKind::new("a", cap, Method::POST, "/jobs").terminal(Vec::<String>::new()),
     ];
     for kind in bad {
-        assert!(ConcurrencyLayer::builder().kind(kind).build().is_err());
+        assert!(JobLimitLayer::builder().kind(kind).build().is_err());
     }
-    let twice = ConcurrencyLayer::builder()
-        .kind(kind(1))
-        .kind(kind(2))
-        .build();
+    let twice = JobLimitLayer::builder().kind(kind(1)).kind(kind(2)).build();
     assert!(twice.unwrap_err().to_string().contains("twice"));
     let no_list = JobKind::new("a", cap, Method::POST, "/jobs");
     assert!(
-        ConcurrencyLayer::builder()
+        JobLimitLayer::builder()
             .kind(no_list)
             .reconcile_on_start(true)
             .build()
@@ -477,7 +474,7 @@ fn invalid_configs_fail_at_build() {
 async fn a_create_sent_again_after_a_409_keeps_the_request_extensions() {
     #[derive(Clone, Debug, PartialEq)]
     struct Marker(u32);
-    let layer = ConcurrencyLayer::builder()
+    let layer = JobLimitLayer::builder()
         .kind(kind(3))
         .poll_interval(Duration::from_secs(5))
         .build()

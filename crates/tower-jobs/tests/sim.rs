@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use together_sim::config::FineTuneConfig;
 use together_sim::{Sim, SimHandle};
 use tower::{BoxError, Service, ServiceExt};
-use tower_jobs::{ConcurrencyLayer, JobKind};
+use tower_jobs::{JobKind, JobLimitLayer};
 
 const FT: &str = "/v1/fine-tunes";
 
@@ -47,8 +47,8 @@ fn fine_tunes(cap: u32) -> JobKind {
         .terminal(["completed", "cancelled", "error", "user_error"])
 }
 
-fn layer(reconcile_on_start: bool) -> ConcurrencyLayer {
-    ConcurrencyLayer::builder()
+fn layer(reconcile_on_start: bool) -> JobLimitLayer {
+    JobLimitLayer::builder()
         .kind(fine_tunes(3))
         .reconcile_on_start(reconcile_on_start)
         .poll_interval(Duration::from_millis(20))
@@ -229,7 +229,7 @@ async fn conflict_caused_by_a_foreign_job_is_absorbed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_through_the_layer_frees_the_slot() {
     let sim = sim().await;
-    let layer = ConcurrencyLayer::builder()
+    let layer = JobLimitLayer::builder()
         .kind(fine_tunes(1))
         .build()
         .unwrap();

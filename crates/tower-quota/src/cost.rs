@@ -153,6 +153,7 @@ impl KeyBy {
         }
     }
 
+    #[cfg(feature = "toml")]
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
         match text.split_once(':') {
             Some(("body", field)) if !field.is_empty() => Ok(KeyBy::BodyField(field.to_owned())),

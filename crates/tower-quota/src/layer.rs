@@ -5,7 +5,7 @@ use tower_layer::Layer;
 
 use crate::Snapshot;
 use crate::config::{InvalidConfig, Limits};
-use crate::engine::{Engine, Shared};
+use crate::engine::{Engine, Sharing};
 use crate::service::RateLimit;
 use crate::shared::{OnStoreFailure, SharedOptions, SharedStore};
 
@@ -44,7 +44,7 @@ impl RateLimitLayer {
             ));
         }
         Ok(RateLimitLayer {
-            engine: Arc::new(Engine::new(limits, Some(Shared { store, options }))),
+            engine: Arc::new(Engine::new(limits, Some(Sharing { store, options }))),
         })
     }
 

@@ -10,7 +10,6 @@ use http::{HeaderMap, HeaderName, StatusCode};
 use tokio::time::Instant;
 
 use crate::adaptive::{LearnParams, PaceSource};
-use crate::engine::CellName;
 
 /// Header values above this are absurd, not a limit: ignored.
 const ABSURD: f64 = 1e12;
@@ -446,6 +445,21 @@ impl Learner {
             tracing::info!(%cell, from, to, %source, "rate limit: pace changed");
         } else {
             tracing::trace!(%cell, from, to, %source, "rate limit: pace changed");
+        }
+    }
+}
+
+/// A cell's name in traces: `quota` or `quota[key]`.
+pub(crate) struct CellName<'a> {
+    pub(crate) quota: &'a str,
+    pub(crate) key: Option<&'a str>,
+}
+
+impl std::fmt::Display for CellName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.key {
+            Some(key) => write!(f, "{}[{key}]", self.quota),
+            None => f.write_str(self.quota),
         }
     }
 }

@@ -78,10 +78,14 @@ mod snapshot;
 
 pub use adaptive::{Adaptive, PaceSource, RateHeaders};
 pub use body::PeekBody;
+#[cfg(feature = "toml")]
 pub use config::{
-    AUTO_START, AUTO_START_TOKENS, DEFAULT_CATCH_UP, DEFAULT_HOLD, DEFAULT_SAFETY_MARGIN,
-    HeadersFile, InvalidConfig, LearnFile, LimitRow, Limits, LimitsBuilder, LimitsFile,
-    OverrideFile, Quota, QuotaFile, RateFile, Route, RouteFile, Unmatched, UnmatchedFile,
+    AUTO_START, AUTO_START_TOKENS, HeadersFile, LearnFile, LimitsFile, OverrideFile, QuotaFile,
+    RateFile, RouteFile, UnmatchedFile,
+};
+pub use config::{
+    DEFAULT_CATCH_UP, DEFAULT_HOLD, DEFAULT_SAFETY_MARGIN, InvalidConfig, LimitRow, Limits,
+    LimitsBuilder, Quota, Route, Unmatched,
 };
 pub use cost::{Cost, CostFn, KeyBy, TokenEstimate};
 pub use layer::RateLimitLayer;

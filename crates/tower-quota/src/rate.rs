@@ -106,58 +106,26 @@ impl fmt::Display for Rate {
             write!(f, " {unit}")?;
         }
         f.write_str("/")?;
-        write_duration_unit(f, self.period)
+        limit_text::write_period(f, self.period)
     }
-}
-
-fn write_duration_unit(f: &mut fmt::Formatter<'_>, d: Duration) -> fmt::Result {
-    const NAMED: [(u64, &str); 4] = [(86_400, "day"), (3_600, "h"), (60, "min"), (1, "s")];
-    if d.subsec_nanos() == 0 {
-        for (secs, name) in NAMED {
-            if d.as_secs() == secs {
-                return f.write_str(name);
-            }
-        }
-        if d.as_secs().is_multiple_of(60) {
-            return write!(f, "{}min", d.as_secs() / 60);
-        }
-        return write!(f, "{}s", d.as_secs());
-    }
-    write!(f, "{}ms", d.as_millis())
 }
 
 impl FromStr for Rate {
     type Err = RateParseError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (left, right) = text.split_once('/').ok_or_else(|| {
-            RateParseError::new(format!(
-                "rate {text:?} has no '/': write it like \"600/min\" or \"180000 tokens/min\""
-            ))
-        })?;
-        let mut words = left.split_whitespace();
-        let amount_text = words
-            .next()
-            .ok_or_else(|| RateParseError::new(format!("rate {text:?} has no amount")))?;
-        let amount: u32 = amount_text.replace('_', "").parse().map_err(|_| {
-            RateParseError::new(format!(
-                "rate {text:?}: {amount_text:?} is not a whole number"
-            ))
-        })?;
-        let amount = NonZeroU32::new(amount)
-            .ok_or_else(|| RateParseError::new(format!("rate {text:?}: the amount must be > 0")))?;
-        let unit = words.next().map(str::to_owned);
-        if words.next().is_some() {
-            return Err(RateParseError::new(format!(
-                "rate {text:?}: expected \"<amount> [unit]/<period>\""
-            )));
-        }
-        let period = parse_duration(right.trim())
-            .map_err(|e| RateParseError::new(format!("rate {text:?}: {}", e.message)))?;
-        let mut rate = Rate::new(amount, period)
-            .map_err(|e| RateParseError::new(format!("rate {text:?}: {}", e.message)))?;
-        rate.unit = unit;
-        Ok(rate)
+        let parsed = limit_text::parse_rate(text)?;
+        let amount = u32::try_from(parsed.amount)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| {
+                RateParseError::new(format!("rate {text:?}: the amount is too large"))
+            })?;
+        Ok(Rate {
+            amount,
+            period: parsed.period,
+            unit: parsed.unit,
+        })
     }
 }
 
@@ -169,55 +137,11 @@ impl FromStr for Rate {
 /// assert_eq!(tower_quota::parse_duration("min").unwrap(), Duration::from_secs(60));
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration, RateParseError> {
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let unit = unit.trim();
-    let count: f64 = if number.is_empty() {
-        1.0
-    } else {
-        number
-            .parse()
-            .map_err(|_| RateParseError::new(format!("{number:?} is not a number")))?
-    };
-    let unit_secs = match unit {
-        "ms" | "millis" | "millisecond" | "milliseconds" => 0.001,
-        "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
-        "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
-        "h" | "hr" | "hour" | "hours" => 3_600.0,
-        "d" | "day" | "days" => 86_400.0,
-        _ => {
-            return Err(RateParseError::new(format!(
-                "unknown time unit {unit:?} (use ms, s, min, h or day)"
-            )));
-        }
-    };
-    Duration::try_from_secs_f64(count * unit_secs)
-        .map_err(|_| RateParseError::new(format!("duration {text:?} is out of range")))
+    limit_text::parse_duration(text)
 }
 
 /// A rate or duration that could not be read; the message says which and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateParseError {
-    message: String,
-}
-
-impl RateParseError {
-    fn new(message: impl Into<String>) -> Self {
-        RateParseError {
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for RateParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for RateParseError {}
+pub use limit_text::ParseError as RateParseError;
 
 #[cfg(test)]
 mod tests {

@@ -11,9 +11,10 @@ use rand::rngs::SmallRng;
 use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::backoff::Backoff;
-use crate::classify::{RequestClass, RetryAllErrors, RouteRule, default_rules};
+use crate::classify::{RequestClass, RetryAllErrors, RouteRule};
 use crate::error::InvalidConfig;
-use crate::policy::{RetryPolicy, Shared, WallClock};
+use crate::policy::RetryPolicy;
+use crate::settings::{Settings, WallClock};
 
 /// The statuses retried by default: 408, 429, 500, 502, 503, 504.
 pub const DEFAULT_RETRY_STATUSES: [StatusCode; 6] = [
@@ -37,7 +38,7 @@ pub const DEFAULT_RETRY_STATUSES: [StatusCode; 6] = [
 /// | [`deadline`](Self::deadline) | none |
 /// | [`budget`](Self::budget) | [`TpsBudget::default()`]: 10 retries a second plus 20 % of requests, over 10 s |
 /// | [`retry_statuses`](Self::retry_statuses) | [`DEFAULT_RETRY_STATUSES`] |
-/// | routes | [`DEFAULT_INFERENCE_ROUTES`](crate::DEFAULT_INFERENCE_ROUTES) idempotent, [`DEFAULT_CREATING_ROUTES`](crate::DEFAULT_CREATING_ROUTES) creating, for POST |
+/// | [`route_class`](Self::route_class) | none: the crate knows no API's paths; together-tower's preset supplies OpenAI-compatible ones |
 /// | [`unmatched_class`](Self::unmatched_class) | [`RequestClass::CreatesResource`] |
 /// | [`retry_errors_if`](Self::retry_errors_if) | [`RetryAllErrors`] |
 pub struct Builder<C = RetryAllErrors> {
@@ -48,7 +49,6 @@ pub struct Builder<C = RetryAllErrors> {
     deadline: Option<Duration>,
     statuses: Vec<StatusCode>,
     routes: Vec<(Method, String, RequestClass)>,
-    default_routes: bool,
     unmatched: RequestClass,
     budget: BudgetChoice,
     seed: Option<u64>,
@@ -72,7 +72,6 @@ impl Builder {
             deadline: None,
             statuses: DEFAULT_RETRY_STATUSES.to_vec(),
             routes: Vec::new(),
-            default_routes: true,
             unmatched: RequestClass::CreatesResource,
             budget: BudgetChoice::Default,
             seed: None,
@@ -163,21 +162,12 @@ impl<C> Builder<C> {
 
     /// Classifies requests with this method whose path starts with
     /// `pattern` (segment by segment; `{id}` or `*` matches any one
-    /// segment). Rules added here are tried in order, before the default
-    /// routes; the first match wins. [`build`](Self::build) fails when the
+    /// segment). Rules are tried in the order they were
+    /// added; the first match wins. [`build`](Self::build) fails when the
     /// pattern does not start with `/` or a segment mixes text and a
     /// `{param}`.
     pub fn route_class(mut self, method: Method, pattern: &str, class: RequestClass) -> Self {
         self.routes.push((method, pattern.to_owned(), class));
-        self
-    }
-
-    /// Drops the default routes
-    /// ([`DEFAULT_INFERENCE_ROUTES`](crate::DEFAULT_INFERENCE_ROUTES),
-    /// [`DEFAULT_CREATING_ROUTES`](crate::DEFAULT_CREATING_ROUTES)), keeping
-    /// only those added with [`route_class`](Self::route_class).
-    pub fn without_default_routes(mut self) -> Self {
-        self.default_routes = false;
         self
     }
 
@@ -235,7 +225,6 @@ impl<C> Builder<C> {
             deadline: self.deadline,
             statuses: self.statuses,
             routes: self.routes,
-            default_routes: self.default_routes,
             unmatched: self.unmatched,
             budget: self.budget,
             seed: self.seed,
@@ -263,9 +252,6 @@ impl<C> Builder<C> {
                 .map_err(|e| InvalidConfig::new(format!("route_class: {e}")))?;
             rules.push(rule);
         }
-        if self.default_routes {
-            rules.extend(default_rules());
-        }
         let budget = match self.budget {
             BudgetChoice::Default => Some(Arc::new(TpsBudget::default()) as Arc<_>),
             BudgetChoice::None => None,
@@ -274,7 +260,7 @@ impl<C> Builder<C> {
         let seed = self
             .seed
             .unwrap_or_else(|| RandomState::new().hash_one(SystemTime::now()));
-        let shared = Shared {
+        let settings = Settings {
             max_retries: self.max_retries,
             backoff: self.backoff,
             max_wait_hint: self.max_wait_hint,
@@ -287,7 +273,7 @@ impl<C> Builder<C> {
             rng: Mutex::new(SmallRng::seed_from_u64(seed)),
             wall_clock: self.wall_clock,
         };
-        Ok(RetryPolicy::from_parts(shared, self.classify_error))
+        Ok(RetryPolicy::from_parts(settings, self.classify_error))
     }
 }
 
@@ -301,10 +287,24 @@ impl<C> fmt::Debug for Builder<C> {
             .field("deadline", &self.deadline)
             .field("statuses", &self.statuses)
             .field("routes", &self.routes)
-            .field("default_routes", &self.default_routes)
             .field("unmatched", &self.unmatched)
             .field("seed", &self.seed)
             .finish_non_exhaustive()
+    }
+}
+
+impl RetryPolicy {
+    /// A builder starting from the defaults (see [`Builder`]).
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Builder::new()
+            .build()
+            .expect("the default retry policy is valid")
     }
 }
 
@@ -356,7 +356,6 @@ mod tests {
         );
 
         let bare = RetryPolicy::builder()
-            .without_default_routes()
             .unmatched_class(RequestClass::Once)
             .build()
             .unwrap();

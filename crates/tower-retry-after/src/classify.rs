@@ -67,41 +67,6 @@ impl fmt::Debug for RouteRule {
     }
 }
 
-/// The inference routes of OpenAI-compatible APIs: POSTs here are
-/// [`RequestClass::Idempotent`] by default.
-pub const DEFAULT_INFERENCE_ROUTES: &[&str] = &[
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-    "/v1/images/generations",
-    "/v1/rerank",
-    "/v1/audio",
-    "/v1/moderations",
-];
-
-/// The job- and resource-creating routes of OpenAI-compatible APIs (and
-/// their subpaths, such as `/v1/batches/{id}/cancel`): POSTs here are
-/// [`RequestClass::CreatesResource`] by default.
-pub const DEFAULT_CREATING_ROUTES: &[&str] = &[
-    "/v1/fine-tunes",
-    "/v1/fine_tuning",
-    "/v1/batches",
-    "/v1/files",
-];
-
-pub(crate) fn default_rules() -> Vec<RouteRule> {
-    let inference = DEFAULT_INFERENCE_ROUTES
-        .iter()
-        .map(|p| (p, RequestClass::Idempotent));
-    let creating = DEFAULT_CREATING_ROUTES
-        .iter()
-        .map(|p| (p, RequestClass::CreatesResource));
-    inference
-        .chain(creating)
-        .filter_map(|(p, class)| RouteRule::new(Method::POST, p, class).ok())
-        .collect()
-}
-
 /// The class of a request: the first matching rule, else by method
 /// (idempotent methods per RFC 9110 are [`RequestClass::Idempotent`]),
 /// else `unmatched`. An `Idempotency-Key` upgrades
@@ -186,6 +151,18 @@ mod tests {
         Request::builder().method(method).uri(uri).body(()).unwrap()
     }
 
+    /// An OpenAI-like table, as a caller (together-tower's preset) declares it.
+    fn default_rules() -> Vec<RouteRule> {
+        let inference = ["/v1/chat/completions", "/v1/embeddings"];
+        let creating = ["/v1/fine-tunes", "/v1/batches", "/v1/files"];
+        let rule = |p: &&str, class| RouteRule::new(Method::POST, p, class).unwrap();
+        creating
+            .iter()
+            .map(|p| rule(p, RequestClass::CreatesResource))
+            .chain(inference.iter().map(|p| rule(p, RequestClass::Idempotent)))
+            .collect()
+    }
+
     fn class(method: Method, uri: &str) -> RequestClass {
         classify(
             &default_rules(),
@@ -226,7 +203,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults() {
+    fn declared_routes_then_methods() {
         use RequestClass::*;
         assert_eq!(class(Method::POST, "/v1/chat/completions"), Idempotent);
         assert_eq!(

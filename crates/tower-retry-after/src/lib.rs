@@ -16,9 +16,9 @@
 //! use std::sync::atomic::{AtomicUsize, Ordering};
 //! use std::time::Duration;
 //!
-//! use http::{Request, Response, StatusCode};
+//! use http::{Method, Request, Response, StatusCode};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_retry_after::{RetryLayer, RetryPolicy};
+//! use tower_retry_after::{RequestClass, RetryLayer, RetryPolicy};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -39,6 +39,7 @@
 //!     .max_retries(3)
 //!     .backoff(Duration::from_millis(200), Duration::from_secs(5))
 //!     .deadline(Duration::from_secs(30))
+//!     .route_class(Method::POST, "/v1/chat/completions", RequestClass::Idempotent)
 //!     .build()?;
 //! let client = ServiceBuilder::new()
 //!     .layer(RetryLayer::new(policy))
@@ -62,12 +63,14 @@
 //!    default, see [`Builder::retry_statuses`]) and `x-should-retry: false`
 //!    is not set. Other 4xx are never retried.
 //! 2. The request is safe to repeat for that status (its [`RequestClass`]):
-//!    idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) and POSTs
-//!    to inference routes always; POSTs that create jobs or files
-//!    (`/v1/fine-tunes`, `/v1/batches`, `/v1/files` and their subpaths) only
-//!    on 429 and 503, where the server did not act, or when they carry an
-//!    `Idempotency-Key`. `x-should-retry: true` does not lift this rule. See
-//!    [`Builder::route_class`].
+//!    idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) and
+//!    routes declared [`RequestClass::Idempotent`] (inference POSTs) always;
+//!    other POSTs, taken to create something (a job, a file), only on 429
+//!    and 503, where the server did not act, or when they carry an
+//!    `Idempotency-Key`. `x-should-retry: true` does not lift this rule. The
+//!    crate knows no API's paths: declare them with
+//!    [`Builder::route_class`] (together-tower's preset declares the
+//!    OpenAI-compatible ones).
 //! 3. Its body can be replayed ([`ReplayBody`]): a streaming body is sent
 //!    once.
 //! 4. Retries are left ([`Builder::max_retries`], 4 by default).
@@ -131,17 +134,16 @@ mod builder;
 mod classify;
 pub mod error;
 pub mod future;
-pub mod hint;
 mod layer;
 mod policy;
+mod settings;
 
 pub use body::ReplayBody;
 pub use builder::{Builder, DEFAULT_RETRY_STATUSES};
-pub use classify::{
-    ClassifyError, DEFAULT_CREATING_ROUTES, DEFAULT_INFERENCE_ROUTES, RequestClass, RetryAllErrors,
-};
+pub use classify::{ClassifyError, RequestClass, RetryAllErrors};
 pub use hint::{HintSource, WaitHint, parse_wait_hint};
 pub use layer::{Retry, RetryLayer};
+pub use limit_text::hint;
 pub use policy::RetryPolicy;
 pub use tower::retry::budget::{Budget, TpsBudget};
 

@@ -1,22 +1,19 @@
 //! [`RetryPolicy`]: when to send a request again, and after how long.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Request, Response, StatusCode};
 use rand::Rng;
-use rand::rngs::SmallRng;
 use tokio::time::Instant;
 use tower::retry::Policy;
-use tower::retry::budget::Budget;
 
-use crate::backoff::Backoff;
 use crate::body::ReplayBody;
-use crate::builder::Builder;
-use crate::classify::{ClassifyError, RequestClass, RetryAllErrors, RouteRule, classify};
+use crate::classify::{ClassifyError, RequestClass, RetryAllErrors, classify};
 use crate::future::RetryWait;
-use crate::hint::parse_wait_hint;
+use crate::settings::Settings;
+use limit_text::hint::parse_wait_hint;
 
 /// A [`tower::retry::Policy`] for HTTP: retries 408, 429 and 5xx responses
 /// and transport errors of requests that are safe to repeat, waits as long
@@ -35,30 +32,12 @@ use crate::hint::parse_wait_hint;
 /// configuration, the budget and the jitter generator are shared through an
 /// `Arc` by every clone.
 pub struct RetryPolicy<C = RetryAllErrors> {
-    shared: Arc<Shared>,
+    settings: Arc<Settings>,
     classify_error: C,
     /// Retries made so far in this call.
     retries: u32,
     /// When this call sent its first attempt (for the deadline).
     started: Option<Instant>,
-}
-
-/// Clock used to read HTTP-dates in `retry-after`.
-pub(crate) type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
-
-/// Configuration and state shared by every clone of a policy.
-pub(crate) struct Shared {
-    pub(crate) max_retries: u32,
-    pub(crate) backoff: Backoff,
-    pub(crate) max_wait_hint: Duration,
-    pub(crate) hint_jitter: Duration,
-    pub(crate) deadline: Option<Duration>,
-    pub(crate) statuses: Vec<StatusCode>,
-    pub(crate) rules: Vec<RouteRule>,
-    pub(crate) unmatched: RequestClass,
-    pub(crate) budget: Option<Arc<dyn Budget + Send + Sync>>,
-    pub(crate) rng: Mutex<SmallRng>,
-    pub(crate) wall_clock: Option<WallClock>,
 }
 
 /// Why a request is retried, for the trace event.
@@ -76,25 +55,10 @@ impl fmt::Display for Reason {
     }
 }
 
-impl RetryPolicy {
-    /// A builder starting from the defaults (see [`Builder`]).
-    pub fn builder() -> Builder {
-        Builder::new()
-    }
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Builder::new()
-            .build()
-            .expect("the default retry policy is valid")
-    }
-}
-
 impl<C> RetryPolicy<C> {
-    pub(crate) fn from_parts(shared: Shared, classify_error: C) -> Self {
+    pub(crate) fn from_parts(settings: Settings, classify_error: C) -> Self {
         RetryPolicy {
-            shared: Arc::new(shared),
+            settings: Arc::new(settings),
             classify_error,
             retries: 0,
             started: None,
@@ -103,16 +67,16 @@ impl<C> RetryPolicy<C> {
 
     /// The most retries one call makes (attempts are this plus one).
     pub fn max_retries(&self) -> u32 {
-        self.shared.max_retries
+        self.settings.max_retries
     }
 
     /// The class this policy gives a request (see [`RequestClass`]).
     pub fn classify<B>(&self, req: &Request<B>) -> RequestClass {
-        classify(&self.shared.rules, self.shared.unmatched, req)
+        classify(&self.settings.rules, self.settings.unmatched, req)
     }
 
     fn random(&self) -> f64 {
-        self.shared
+        self.settings
             .rng
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -120,7 +84,7 @@ impl<C> RetryPolicy<C> {
     }
 
     fn wall_now(&self) -> SystemTime {
-        match &self.shared.wall_clock {
+        match &self.settings.wall_clock {
             Some(clock) => clock(),
             None => SystemTime::now(),
         }
@@ -147,7 +111,7 @@ impl<C> RetryPolicy<C> {
         match should_retry {
             Some(false) => return Err("x-should-retry: false"),
             Some(true) => {}
-            None if self.shared.statuses.contains(&status) => {}
+            None if self.settings.statuses.contains(&status) => {}
             None => return Err("status not retryable"),
         }
         match self.classify(req) {
@@ -169,7 +133,7 @@ impl<C> RetryPolicy<C> {
 impl<C: Clone> Clone for RetryPolicy<C> {
     fn clone(&self) -> Self {
         RetryPolicy {
-            shared: Arc::clone(&self.shared),
+            settings: Arc::clone(&self.settings),
             classify_error: self.classify_error.clone(),
             retries: self.retries,
             started: self.started,
@@ -179,7 +143,7 @@ impl<C: Clone> Clone for RetryPolicy<C> {
 
 impl<C> fmt::Debug for RetryPolicy<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = &self.shared;
+        let s = &self.settings;
         f.debug_struct("RetryPolicy")
             .field("max_retries", &s.max_retries)
             .field("backoff_base", &s.backoff.base)
@@ -244,7 +208,7 @@ where
             }
         };
 
-        let s = &*self.shared;
+        let s = &*self.settings;
         if self.retries >= s.max_retries {
             tracing::debug!(
                 %method,
@@ -314,7 +278,7 @@ where
             // The first attempt of a call: tower's `Retry::call` asks its own
             // policy here, then clones it into the call's future.
             self.started = Some(Instant::now());
-            if let Some(budget) = &self.shared.budget {
+            if let Some(budget) = &self.settings.budget {
                 budget.deposit();
             }
         }

@@ -380,7 +380,7 @@ impl View {
     /// Writes every rate header in real units: rates x `scale`, durations
     /// / `scale`; remaining counts as they are.
     pub(crate) fn write(&self, hs: &mut HeaderMap, scale: f64) {
-        use crate::server::{fmt_secs, put};
+        use crate::wire::{fmt_secs, put};
         put(hs, "x-ratelimit-limit", fmt_num(self.cap));
         put(hs, "x-ratelimit-limit-dynamic", fmt_num(self.rate));
         put(hs, "x-ratelimit-remaining", self.remaining.to_string());

@@ -202,7 +202,7 @@ async fn unknown_posts_are_retried_only_where_the_server_did_not_act() {
 #[tokio::test(start_paused = true)]
 async fn route_classes_are_configurable() {
     let policy = || {
-        policy()
+        bare_policy()
             .route_class(Method::POST, "/v1/jobs/{id}/run", RequestClass::Idempotent)
             .route_class(Method::GET, "/v1/models", RequestClass::Once)
             .route_class(Method::POST, "/v1/chat", RequestClass::CreatesResource)
@@ -214,6 +214,12 @@ async fn route_classes_are_configurable() {
     let models = request(Method::GET, "/v1/models");
     assert_eq!(attempts_with(policy(), models, || reply(503, &[])).await, 1);
     assert_eq!(attempts_with(policy(), chat(), || reply(500, &[])).await, 1);
+
+    // The crate knows no API's paths: an undeclared POST is taken to create
+    // something, so a 500 is not retried (a 503 is).
+    let bare = || bare_policy().build().unwrap();
+    assert_eq!(attempts_with(bare(), chat(), || reply(500, &[])).await, 1);
+    assert_eq!(attempts_with(bare(), chat(), || reply(503, &[])).await, 2);
 }
 
 #[tokio::test(start_paused = true)]

@@ -13,7 +13,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
-use tower_retry_after::{Builder, Retry, RetryLayer, RetryPolicy};
+use tower_retry_after::{Builder, RequestClass, Retry, RetryLayer, RetryPolicy};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub(crate) type Reply = Result<Response<String>, io::Error>;
@@ -140,9 +140,24 @@ pub(crate) fn reset() -> Reply {
     Err(io::Error::from(io::ErrorKind::ConnectionReset))
 }
 
-/// Defaults for tests: reproducible jitter, none at all, no budget.
-pub(crate) fn policy() -> Builder {
+/// Reproducible jitter, none at all, no budget, no route declared.
+pub(crate) fn bare_policy() -> Builder {
     RetryPolicy::builder().seed(1).jitter(0.0).no_budget()
+}
+
+/// Defaults for tests: reproducible jitter, none at all, no budget, and
+/// an OpenAI-like route table (as together-tower's preset declares it):
+/// inference POSTs idempotent, job and file POSTs creating.
+pub(crate) fn policy() -> Builder {
+    let inference = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"];
+    let creating = ["/v1/fine-tunes", "/v1/batches", "/v1/files"];
+    let builder = bare_policy();
+    let builder = creating.iter().fold(builder, |b, p| {
+        b.route_class(Method::POST, p, RequestClass::CreatesResource)
+    });
+    inference.iter().fold(builder, |b, p| {
+        b.route_class(Method::POST, p, RequestClass::Idempotent)
+    })
 }
 
 pub(crate) fn client<C: Clone>(policy: RetryPolicy<C>, server: &Server) -> Retry<Server, C> {

@@ -21,7 +21,7 @@
 //! ```
 //! use std::time::{Duration, SystemTime};
 //! use http::HeaderMap;
-//! use tower_retry_after::hint::{parse_wait_hint, HintSource};
+//! use limit_text::hint::{parse_wait_hint, HintSource};
 //!
 //! let mut headers = HeaderMap::new();
 //! headers.insert("x-ratelimit-reset", "2".parse().unwrap());

@@ -1,12 +1,11 @@
-//! The default inner client: hyper-util's pooled client over hyper-rustls.
+//! The default inner client: hyper-util's pooled client over hyper-rustls
+//! (feature `rustls`, on by default).
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use http::Response;
 use http::header::AUTHORIZATION;
-use http::{Request, Response};
 use http_body_util::BodyExt;
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::ServiceBuilder;
@@ -15,18 +14,8 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use super::HttpClient;
 use crate::BoxError;
-
-/// The response body type of [`HttpClient`] and of
-/// [`TogetherClient::service`](crate::TogetherClient::service).
-pub type HttpBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// A type-erased HTTP client service with `String` request bodies.
-pub type HttpClient = BoxCloneSyncService<Request<String>, Response<HttpBody>, BoxError>;
-
-/// The default per-attempt timeout of [`default_http_client`]: 10 minutes
-/// (long completions take minutes).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// hyper-util's legacy client over hyper-rustls (ring provider, webpki
 /// roots, HTTP/1.1 and HTTP/2 by ALPN, plain HTTP allowed for local

@@ -1,0 +1,276 @@
+//! Admitting requests and deciding for the heads of the queues.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::Ordering;
+use std::task::Waker;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::BoxError;
+use crate::error::{CostTooHigh, StoreUnavailable, WaitTimeout};
+use crate::shared::{OnStoreFailure, SharedCell, SharedDecision};
+
+use super::cell::{Cell, CellKey};
+use super::{Admission, Attempt, Engine, MAX_ROUNDS, SWEEP_EVERY, State, Waiter};
+
+impl Engine {
+    /// Queues a request that draws `cells` on route `route`.
+    pub(crate) fn admit(
+        &self,
+        route: usize,
+        cells: Vec<(CellKey, u32)>,
+    ) -> Result<Admission, BoxError> {
+        if cells.is_empty() {
+            return Ok(Admission::Pass);
+        }
+        let now = Instant::now();
+        let now_off = self.offset(now);
+        let share = self.local_share();
+        let margin = self.limits.safety_margin;
+        let mut state = self.lock();
+        if now.saturating_duration_since(state.last_sweep) >= SWEEP_EVERY {
+            state.sweep(now_off, now);
+        }
+        let mut checked = Vec::with_capacity(cells.len());
+        let mut earliest = now;
+        for (key, cost) in cells {
+            let quota = &self.limits.quotas[key.quota];
+            let cell = state.cells.entry(key.clone()).or_insert_with(|| {
+                let (params, learn) = quota.params_for(key.key.as_deref());
+                Cell::new(params, share, learn, margin, now)
+            });
+            cell.last_used = now;
+            let cost = cell.fitting(NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN));
+            if cost > cell.params.burst {
+                return Err(CostTooHigh::new(
+                    quota.name.clone(),
+                    key.key.as_deref().map(str::to_owned),
+                    cost.get(),
+                    cell.params.burst.get(),
+                )
+                .into());
+            }
+            // Predicted grant: after everyone already queued, if nobody leaves.
+            let ahead = cell
+                .params
+                .interval
+                .saturating_mul(u32::try_from(cell.queued_cost).unwrap_or(u32::MAX));
+            let at = self.base + cell.earliest(now_off, cost.get()) + ahead;
+            earliest = earliest.max(at).max(cell.hold_until.unwrap_or(now));
+            checked.push((key, cost));
+        }
+        let route_def = self.route(route);
+        let deadline = route_def.max_wait.map(|w| (now + w, w));
+        if let Some((limit, max_wait)) = deadline
+            && earliest > limit
+        {
+            tracing::debug!(route = %route_def.name, wait = ?(earliest - now), ?max_wait, "rate limit: failing fast");
+            return Err(WaitTimeout::new(route_def.name.clone(), earliest, max_wait).into());
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        for (key, cost) in &checked {
+            let cell = state.cells.get_mut(key).expect("inserted above");
+            cell.queue.push_back(id);
+            cell.queued_cost += u64::from(cost.get());
+        }
+        state.waiters.insert(
+            id,
+            Waiter {
+                cells: checked,
+                waker: None,
+                due: None,
+                deadline,
+                route,
+            },
+        );
+        Ok(Admission::Queued(id))
+    }
+
+    /// One attempt by waiter `id` to be granted.
+    pub(crate) fn attempt(&self, id: u64, waker: &Waker) -> Result<Attempt, BoxError> {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let State {
+            cells,
+            waiters,
+            breaker,
+            ..
+        } = &mut *guard;
+        let waiter = waiters.get_mut(&id).expect("a live ticket has a waiter");
+        let is_head = waiter
+            .cells
+            .iter()
+            .all(|(key, _)| cells[key].queue.front() == Some(&id));
+        if !is_head {
+            if !waiter.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                waiter.waker = Some(waker.clone());
+            }
+            return Ok(Attempt::Queued);
+        }
+        for _ in 0..MAX_ROUNDS {
+            // Held cells refuse until the hold passes.
+            let hold = waiter
+                .cells
+                .iter()
+                .filter_map(|(key, _)| cells[key].hold_until)
+                .max()
+                .filter(|&h| h > now);
+            if let Some(until) = hold {
+                waiter.due = Some(until);
+                return self.wait_or_fail(&mut guard, id, until, now);
+            }
+            if let Some(shared) = &self.shared {
+                if breaker.is_closed(now) {
+                    let ask = waiter
+                        .cells
+                        .iter()
+                        .map(|(key, cost)| {
+                            let cell = &cells[key];
+                            SharedCell {
+                                name: self.cell_name(key),
+                                interval: cell.params.interval,
+                                burst: cell.params.burst.get(),
+                                cost: cost.get(),
+                            }
+                        })
+                        .collect();
+                    return Ok(Attempt::Ask(ask));
+                }
+                match shared.options.on_failure {
+                    OnStoreFailure::LocalShare(_) => {}
+                    OnStoreFailure::FailOpen => {
+                        return Ok(Attempt::Granted(guard.grant(id, now)));
+                    }
+                    OnStoreFailure::FailClosed => {
+                        let retry_at = breaker.retry_at(now);
+                        guard.remove(id);
+                        return Err(StoreUnavailable::new(retry_at).into());
+                    }
+                }
+            }
+            let decision = waiter
+                .due
+                .unwrap_or(now)
+                .max(now.checked_sub(self.limits.catch_up).unwrap_or(now))
+                .min(now);
+            let at = u64::try_from(self.offset(decision).as_nanos()).unwrap_or(u64::MAX - 1);
+            let mut taken: Vec<(&Cell, u64)> = Vec::with_capacity(waiter.cells.len());
+            let mut refused = None;
+            for (key, cost) in &waiter.cells {
+                let cell = &cells[key];
+                cell.clock.store(at, Ordering::Relaxed);
+                let saved = cell.tat.load(Ordering::Relaxed);
+                match cell.governor.check_n(cell.fitting(*cost)) {
+                    Ok(Ok(())) => taken.push((cell, saved)),
+                    Ok(Err(not_until)) => {
+                        refused = Some(self.base + not_until.earliest_possible());
+                        break;
+                    }
+                    Err(_) => unreachable!(
+                        "costs above a static burst are refused at admission; learned ones fit"
+                    ),
+                }
+            }
+            let Some(until) = refused else {
+                // A learning cell checked at most its burst: the rest of the
+                // cost is charged now, so the next grant waits for it.
+                let at = self.offset(decision);
+                for (key, cost) in &waiter.cells {
+                    let cell = cells.get_mut(key).expect("cell of a live waiter");
+                    let fitted = cell.fitting(*cost);
+                    if fitted < *cost {
+                        cell.charge(at, f64::from(cost.get() - fitted.get()));
+                    }
+                }
+                return Ok(Attempt::Granted(guard.grant(id, decision)));
+            };
+            for (cell, saved) in taken {
+                cell.tat.store(saved, Ordering::Relaxed);
+            }
+            waiter.due = Some(until);
+            if until > now {
+                return self.wait_or_fail(&mut guard, id, until, now);
+            }
+        }
+        // Unreachable in practice: each round moves the decision to a later cell's due time.
+        Ok(Attempt::WaitUntil(now + Duration::from_millis(1)))
+    }
+
+    /// Takes the shared store's answer for head `id`: a grant, a wait, or a
+    /// failure (which opens the breaker and decides again, locally).
+    pub(crate) fn shared_decided(
+        &self,
+        id: u64,
+        answer: Result<SharedDecision, BoxError>,
+        waker: &Waker,
+    ) -> Result<Attempt, BoxError> {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        match answer {
+            Ok(decision) => {
+                if guard.breaker.answered() {
+                    tracing::info!("rate limit: shared store answers again; deciding there");
+                }
+                match decision {
+                    SharedDecision::Granted => Ok(Attempt::Granted(guard.grant(id, now))),
+                    SharedDecision::Wait(wait) => {
+                        let until = now + wait;
+                        if let Some(waiter) = guard.waiters.get_mut(&id) {
+                            waiter.due = Some(until);
+                        }
+                        self.wait_or_fail(&mut guard, id, until, now)
+                    }
+                }
+            }
+            Err(error) => {
+                let options = &self.shared.as_ref().expect("asked a shared store").options;
+                let (failures, backoff) = guard.breaker.failed(now, options);
+                tracing::warn!(
+                    %error,
+                    failures,
+                    ?backoff,
+                    fallback = ?options.on_failure,
+                    "rate limit: shared store failed; falling back until it is tried again"
+                );
+                drop(guard);
+                self.attempt(id, waker)
+            }
+        }
+    }
+
+    /// The cell's name in a shared store: the quota's name and the key.
+    pub(super) fn cell_name(&self, key: &CellKey) -> String {
+        let quota = &self.limits.quotas[key.quota].name;
+        match &key.key {
+            Some(k) => format!("{quota}\u{1f}{k}"),
+            None => quota.clone(),
+        }
+    }
+
+    pub(super) fn wait_or_fail(
+        &self,
+        state: &mut State,
+        id: u64,
+        until: Instant,
+        now: Instant,
+    ) -> Result<Attempt, BoxError> {
+        let waiter = &state.waiters[&id];
+        if let Some((limit, max_wait)) = waiter.deadline
+            && until > limit
+        {
+            let route = self.route(waiter.route).name.clone();
+            tracing::debug!(%route, wait = ?(until - now), ?max_wait, "rate limit: failing fast");
+            state.remove(id);
+            return Err(WaitTimeout::new(route, until, max_wait).into());
+        }
+        tracing::trace!(route = %self.route(waiter.route).name, wait = ?(until - now), "rate limit: waiting");
+        Ok(Attempt::WaitUntil(until))
+    }
+
+    /// Removes a waiter that gave up (its future was dropped): it consumed nothing.
+    pub(crate) fn cancel(&self, id: u64) {
+        self.lock().remove(id);
+    }
+}

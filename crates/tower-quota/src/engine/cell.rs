@@ -1,0 +1,190 @@
+//! One limiter cell: a governor limiter over state this module owns, its queue, hold and learned pace.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::RateLimiter;
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{NotKeyed, StateStore};
+use tokio::time::Instant;
+
+use crate::adaptive::LearnParams;
+use crate::config::CellParams;
+use crate::learn::Learner;
+
+/// The identity of one limiter cell: a quota and, for keyed quotas, a key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct CellKey {
+    pub(crate) quota: usize,
+    pub(crate) key: Option<Arc<str>>,
+}
+
+/// A governor clock that reads the decision time this module sets before each check.
+#[derive(Debug, Clone)]
+pub(super) struct DecisionClock(Arc<AtomicU64>);
+
+impl Clock for DecisionClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::Relaxed))
+    }
+}
+
+const NO_STATE: u64 = u64::MAX;
+
+/// A governor state store whose theoretical arrival time (TAT) this module can read and restore.
+#[derive(Debug)]
+pub(super) struct TatStore(Arc<AtomicU64>);
+
+impl StateStore for TatStore {
+    type Key = NotKeyed;
+
+    fn measure_and_replace<T, F, E>(&self, _key: &NotKeyed, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        // Every access happens under the engine's lock: no compare-and-swap loop needed.
+        let current = self.0.load(Ordering::Relaxed);
+        let prev = (current != NO_STATE).then(|| Nanos::from(current));
+        let (outcome, next) = f(prev)?;
+        self.0.store(next.into(), Ordering::Relaxed);
+        Ok(outcome)
+    }
+}
+
+pub(super) type Governor = RateLimiter<NotKeyed, TatStore, DecisionClock, NoOpMiddleware<Duration>>;
+
+pub(super) struct Cell {
+    pub(super) governor: Governor,
+    pub(super) tat: Arc<AtomicU64>,
+    pub(super) clock: Arc<AtomicU64>,
+    pub(super) params: CellParams,
+    /// The share of the quota this cell enforces (below 1 only as a shared store's fallback).
+    pub(super) share: f64,
+    pub(super) queue: VecDeque<u64>,
+    pub(super) queued_cost: u64,
+    pub(super) hold_until: Option<Instant>,
+    /// The learned pace of an adaptive quota's cell.
+    pub(super) learner: Option<Box<Learner>>,
+    pub(super) last_used: Instant,
+}
+
+/// A governor limiter pacing at `interval` (after the share) with `burst`,
+/// over the cell's own state and clock.
+fn limiter(
+    interval: Duration,
+    burst: NonZeroU32,
+    tat: &Arc<AtomicU64>,
+    clock: &Arc<AtomicU64>,
+) -> Governor {
+    let quota = governor::Quota::with_period(interval.max(Duration::from_nanos(1)))
+        .expect("interval is never zero")
+        .allow_burst(burst);
+    // The limiter's start is the clock's reading now: make it the engine's base.
+    let decision = clock.swap(0, Ordering::Relaxed);
+    let governor = RateLimiter::new(quota, TatStore(tat.clone()), DecisionClock(clock.clone()));
+    clock.store(decision, Ordering::Relaxed);
+    governor
+}
+
+impl Cell {
+    /// A cell at `share` of its quota (1.0 but when it is a fallback for a shared store).
+    pub(super) fn new(
+        params: &CellParams,
+        share: f64,
+        learn: Option<&Arc<LearnParams>>,
+        margin: f64,
+        now: Instant,
+    ) -> Self {
+        let tat = Arc::new(AtomicU64::new(NO_STATE));
+        let clock = Arc::new(AtomicU64::new(0));
+        let governor = limiter(params.interval.div_f64(share), params.burst, &tat, &clock);
+        let mut cell = Cell {
+            governor,
+            tat,
+            clock,
+            params: params.clone(),
+            share,
+            queue: VecDeque::new(),
+            queued_cost: 0,
+            hold_until: None,
+            learner: learn.map(|l| Box::new(Learner::new(l.clone(), 1.0 / share))),
+            last_used: now,
+        };
+        cell.repace(margin);
+        cell
+    }
+
+    /// Paces a learning cell at its learner's pace, keeping its GCRA state:
+    /// the next grant follows the new interval from where the schedule stands.
+    pub(super) fn repace(&mut self, margin: f64) {
+        let Some(learner) = &mut self.learner else {
+            return;
+        };
+        let pace = learner.apply();
+        // The pace is finite and above zero; governor takes intervals up to
+        // 584 years: a floor of one per many centuries stops at 500.
+        const LONGEST: Duration = Duration::from_secs(500 * 365 * 86_400);
+        let interval = Duration::try_from_secs_f64(1.0 / (pace * (1.0 - margin)))
+            .unwrap_or(LONGEST)
+            .min(LONGEST);
+        if learner.weighted() {
+            // One second's worth at the learned pace.
+            let per_sec = pace.ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+            self.params.burst = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
+        }
+        self.params.interval = interval.max(Duration::from_nanos(1));
+        self.governor = limiter(
+            self.params.interval.div_f64(self.share),
+            self.params.burst,
+            &self.tat,
+            &self.clock,
+        );
+    }
+
+    /// What a request of `cost` must find free to go: all of it, but on a
+    /// learning cell no more than its burst, which moves with the pace (a
+    /// request admitted under a larger burst, or larger than a second's
+    /// worth, waits for a full burst; the rest is charged after its grant).
+    pub(super) fn fitting(&self, cost: NonZeroU32) -> NonZeroU32 {
+        if self.learner.is_some() {
+            cost.min(self.params.burst)
+        } else {
+            cost
+        }
+    }
+
+    /// Charges `units` someone else spent: the schedule moves on as if this
+    /// cell had granted them.
+    pub(super) fn charge(&mut self, now_off: Duration, units: f64) {
+        let tat = self.tat().unwrap_or(now_off).max(now_off);
+        let later = tat + self.params.interval.mul_f64(units.max(0.0));
+        self.tat.store(
+            u64::try_from(later.as_nanos()).unwrap_or(u64::MAX - 1),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The TAT as an offset from the base, or `None` before the first grant.
+    pub(super) fn tat(&self) -> Option<Duration> {
+        let raw = self.tat.load(Ordering::Relaxed);
+        (raw != NO_STATE).then(|| Duration::from_nanos(raw))
+    }
+
+    /// Tolerance: how far ahead of now the TAT may run (burst − 1 intervals).
+    pub(super) fn tau(&self) -> Duration {
+        self.params.interval * (self.params.burst.get() - 1)
+    }
+
+    /// When `cost` units could next be granted, ignoring the queue, as an offset from the base.
+    pub(super) fn earliest(&self, now: Duration, cost: u32) -> Duration {
+        let tat = self.tat().unwrap_or(now).max(now);
+        (tat + self.params.interval * (cost - 1)).saturating_sub(self.tau())
+    }
+}

@@ -1,0 +1,213 @@
+//! What answers tell the cells: holds, learned paces, news for a shared store.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, StatusCode};
+use limit_text::hint::{HintSource, parse_wait_hint};
+use tokio::time::Instant;
+
+use crate::learn::{CellName, Move};
+use crate::shared::{PaceNews, SharedNews};
+
+use super::cell::{Cell, CellKey};
+use super::{Engine, Granted};
+
+impl Engine {
+    /// What a response asks of every cell it drew on: a hold and why.
+    pub(super) fn hold_for(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> Option<(Duration, &'static str)> {
+        if !self.limits.feedback {
+            return None;
+        }
+        let hint = parse_wait_hint(headers, SystemTime::now());
+        let remaining_zero = headers
+            .get("x-ratelimit-remaining")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .is_some_and(|v| v <= 0.0);
+        let explicit = hint.filter(|h| h.source != HintSource::RateLimitReset);
+        let (delay, reason) = if status == StatusCode::TOO_MANY_REQUESTS {
+            (
+                hint.map_or(self.limits.default_hold, |h| h.delay),
+                "429 Too Many Requests",
+            )
+        } else if let Some(h) = explicit {
+            (h.delay, "retry-after")
+        } else if remaining_zero && self.limits.hold_on_remaining_zero {
+            (hint?.delay, "x-ratelimit-remaining: 0")
+        } else {
+            return None;
+        };
+        (!delay.is_zero()).then_some((delay, reason))
+    }
+
+    /// Reads a response to a request granted on `cells`: holds them if the
+    /// server asks for a pause, and lets learning cells learn from it.
+    pub(crate) fn feedback(
+        self: &Arc<Self>,
+        cells: &[Granted],
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) {
+        let hold = self.hold_for(status, headers);
+        let learns = cells
+            .iter()
+            .any(|g| self.limits.quotas[g.key.quota].learn.is_some());
+        if hold.is_none() && !learns {
+            return;
+        }
+        let now = Instant::now();
+        let now_off = self.offset(now);
+        let margin = self.limits.safety_margin;
+        let mut news = Vec::new();
+        let mut state = self.lock();
+        for granted in cells {
+            let Some(cell) = state.cells.get_mut(&granted.key) else {
+                continue;
+            };
+            let before = cell.params.interval;
+            let mut pace_news = None;
+            let name = CellName {
+                quota: &self.limits.quotas[granted.key.quota].name,
+                key: granted.key.key.as_deref(),
+            };
+            let mut hold = hold.map(|(delay, reason)| (now + delay, delay, reason));
+            if let Some(learner) = cell.learner.as_mut() {
+                let cost = f64::from(granted.cost);
+                let learned = learner.answered(now, status, headers, cost, granted.epoch, &name);
+                if learned.repace {
+                    cell.repace(margin);
+                    let to = cell.params.interval;
+                    pace_news = learned.moved.map(|moved| match moved {
+                        Move::Header => PaceNews::Set(to),
+                        Move::Cut => PaceNews::Slower(to),
+                        Move::Grow => PaceNews::Faster { from: before, to },
+                    });
+                }
+                if learned.charge > 0.0 {
+                    tracing::debug!(cell = %name, units = learned.charge, "rate limit: the server counts more spent than this cell did; charging the difference");
+                    cell.charge(now_off, learned.charge);
+                }
+                if let Some(delay) = learned.hold
+                    && hold.is_none_or(|(until, ..)| until < now + delay)
+                {
+                    hold = Some((now + delay, delay, "remaining: 0"));
+                }
+            }
+            if let Some((until, delay, reason)) = hold
+                && cell.hold_until.is_none_or(|h| h < until)
+            {
+                cell.hold_until = Some(until);
+                if status.is_success() {
+                    // A spent limit on a success is pacing at the limit, not an incident.
+                    tracing::debug!(
+                        quota = name.quota,
+                        key = name.key,
+                        ?delay,
+                        reason,
+                        "rate limit: holding"
+                    );
+                } else {
+                    tracing::info!(
+                        quota = name.quota,
+                        key = name.key,
+                        ?delay,
+                        reason,
+                        "rate limit: holding"
+                    );
+                }
+            }
+            if self.shared.is_some() && (pace_news.is_some() || hold.is_some()) {
+                let mut n = SharedNews::new(self.cell_name(&granted.key));
+                n.pace = pace_news;
+                n.hold = hold.map(|(_, delay, _)| delay);
+                news.push((granted.key.clone(), n));
+            }
+        }
+        drop(state);
+        for (key, n) in news {
+            self.share(key, n);
+        }
+    }
+
+    /// Shares `news` of cell `key` through the store, then follows the
+    /// shared pace it answers. Failures only cost the sharing: the breaker
+    /// is for decisions.
+    pub(super) fn share(self: &Arc<Self>, key: CellKey, news: SharedNews) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let share = tokio::time::timeout(shared.options.timeout, shared.store.share(news));
+        let engine = self.clone();
+        runtime.spawn(async move {
+            match share.await {
+                Ok(Ok(Some(interval))) => engine.adopt(&key, interval),
+                Ok(Ok(None)) => {}
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "rate limit: could not share what was learned")
+                }
+                Err(_) => tracing::debug!("rate limit: sharing what was learned timed out"),
+            }
+        });
+    }
+
+    /// Follows a shared interval (after the margin) in a learning cell.
+    pub(super) fn adopt(&self, key: &CellKey, interval: Duration) {
+        if interval.is_zero() {
+            return;
+        }
+        let margin = self.limits.safety_margin;
+        let mut state = self.lock();
+        let Some(cell) = state.cells.get_mut(key) else {
+            return;
+        };
+        let Some(learner) = cell.learner.as_mut() else {
+            return;
+        };
+        let per_second = 1.0 / (interval.as_secs_f64() * (1.0 - margin));
+        if learner.adopt(per_second) {
+            cell.repace(margin);
+        }
+    }
+
+    /// Starts a learning cell at `per_second` (a pace remembered from an
+    /// earlier run). Returns false when the quota does not learn or `key`
+    /// has a static override.
+    pub(crate) fn seed_pace(&self, quota: &str, key: Option<&str>, per_second: f64) -> bool {
+        let Some(index) = self.limits.quotas.iter().position(|q| q.name == quota) else {
+            return false;
+        };
+        let q = &self.limits.quotas[index];
+        let (params, learn) = q.params_for(key);
+        if learn.is_none() || key.is_some() != q.key.is_some() {
+            return false;
+        }
+        let now = Instant::now();
+        let share = self.local_share();
+        let margin = self.limits.safety_margin;
+        let mut state = self.lock();
+        let cell = state
+            .cells
+            .entry(CellKey {
+                quota: index,
+                key: key.map(Arc::from),
+            })
+            .or_insert_with(|| Cell::new(params, share, learn, margin, now));
+        cell.last_used = now;
+        let learner = cell
+            .learner
+            .as_mut()
+            .expect("a learning quota's cell learns");
+        if learner.seed(now, per_second, &CellName { quota, key }) {
+            cell.repace(margin);
+        }
+        true
+    }
+}

@@ -1,0 +1,268 @@
+//! The shared state behind every clone of a rate-limit service: governor
+//! cells, their FIFO queues and their holds.
+//!
+//! # How waiting works
+//!
+//! A request is admitted in `call`: its route is matched, its keys and costs
+//! computed, and it joins the queue of every cell (quota × key) it draws on,
+//! all under one lock, so any two requests stand in the same order in every
+//! queue they share. Only a request at the front of all its queues (a head)
+//! asks governor for a decision; the others park without a timer and are
+//! woken when the one before them leaves.
+//!
+//! A head that is refused sleeps until the instant governor names, and on
+//! waking decides *as of that instant* (the schedule, not the late wake-up,
+//! is the truth), never further back than the catch-up credit. Decisions over
+//! several cells are all-or-nothing: a cell that granted is rolled back when
+//! a later one refuses, which is possible because the cells keep their GCRA
+//! state in a store this module owns.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::adaptive::PaceSource;
+use crate::config::{CompiledRoute, Limits};
+use crate::shared::{OnStoreFailure, SharedCell, SharedOptions, SharedStore};
+
+mod admission;
+mod breaker;
+mod cell;
+mod feedback;
+
+use breaker::Breaker;
+use cell::Cell;
+pub(crate) use cell::CellKey;
+
+/// How often idle keyed cells are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// The most decision rounds one head makes in one attempt.
+const MAX_ROUNDS: usize = 16;
+/// How long an idle keyed cell keeps what it learned before it is swept.
+const LEARNED_IDLE: Duration = Duration::from_secs(300);
+
+/// A cell a granted request drew on: what to read its answer against.
+#[derive(Debug, Clone)]
+pub(crate) struct Granted {
+    pub(crate) key: CellKey,
+    cost: u32,
+    /// The cell's learning epoch at the grant.
+    epoch: u64,
+}
+
+struct Waiter {
+    cells: Vec<(CellKey, NonZeroU32)>,
+    waker: Option<Waker>,
+    due: Option<Instant>,
+    deadline: Option<(Instant, Duration)>,
+    route: usize,
+}
+
+struct State {
+    cells: HashMap<CellKey, Cell>,
+    waiters: HashMap<u64, Waiter>,
+    next_id: u64,
+    last_sweep: Instant,
+    breaker: Breaker,
+}
+
+/// A shared store and how this layer uses it.
+pub(crate) struct Sharing {
+    pub(crate) store: Arc<dyn SharedStore>,
+    pub(crate) options: SharedOptions,
+}
+
+pub(crate) struct Engine {
+    pub(crate) limits: Limits,
+    base: Instant,
+    state: Mutex<State>,
+    shared: Option<Sharing>,
+}
+
+/// What `call` decided for a request.
+pub(crate) enum Admission {
+    /// No route or no quotas: pass through.
+    Pass,
+    /// Queued; the id identifies the waiter.
+    Queued(u64),
+}
+
+/// What one attempt by a waiter came to.
+pub(crate) enum Attempt {
+    /// Every cell granted; the request may go. Carries the cells for feedback.
+    Granted(Vec<Granted>),
+    /// A head refused until this instant.
+    WaitUntil(Instant),
+    /// Not yet at the front of all its queues; the waker is stored.
+    Queued,
+    /// A head that must ask the shared store about these cells.
+    Ask(Vec<SharedCell>),
+}
+
+impl Engine {
+    pub(crate) fn new(limits: Limits, shared: Option<Sharing>) -> Self {
+        let now = Instant::now();
+        Engine {
+            limits,
+            base: now,
+            state: Mutex::new(State {
+                cells: HashMap::new(),
+                waiters: HashMap::new(),
+                next_id: 0,
+                last_sweep: now,
+                breaker: Breaker::default(),
+            }),
+            shared,
+        }
+    }
+
+    /// The share of each quota local cells enforce.
+    fn local_share(&self) -> f64 {
+        match self.shared.as_ref().map(|s| s.options.on_failure) {
+            Some(OnStoreFailure::LocalShare(share)) => share,
+            _ => 1.0,
+        }
+    }
+
+    pub(crate) fn shared(&self) -> Option<&Sharing> {
+        self.shared.as_ref()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn offset(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.base)
+    }
+
+    pub(crate) fn route_for(&self, method: &http::Method, path: &str) -> Option<usize> {
+        let limits = &self.limits;
+        match limits
+            .routes
+            .iter()
+            .position(|r| r.matcher.as_ref().is_some_and(|m| m.matches(method, path)))
+        {
+            Some(i) => Some(i),
+            None => limits.unmatched.as_ref().map(|_| limits.routes.len()),
+        }
+    }
+
+    pub(crate) fn route(&self, index: usize) -> &CompiledRoute {
+        let limits = &self.limits;
+        limits
+            .routes
+            .get(index)
+            .or(limits.unmatched.as_ref())
+            .expect("route index comes from route_for")
+    }
+
+    pub(crate) fn snapshot(&self) -> crate::Snapshot {
+        let now = Instant::now();
+        let now_off = self.offset(now);
+        let state = self.lock();
+        let mut cells: Vec<_> = state
+            .cells
+            .iter()
+            .map(|(key, cell)| {
+                let next = self.base + cell.earliest(now_off, 1);
+                let (pace, source, changed_at) = match &cell.learner {
+                    Some(l) => (l.pace, l.source, l.changed_at),
+                    None => (cell.params.rate.per_second_f64(), PaceSource::Static, None),
+                };
+                crate::snapshot::CellSnapshot {
+                    pace,
+                    source,
+                    changed_at,
+                    quota: self.limits.quotas[key.quota].name.clone(),
+                    key: key.key.as_deref().map(str::to_owned),
+                    queued: cell.queue.len(),
+                    next_free: next.max(cell.hold_until.unwrap_or(next)),
+                    hold_until: cell.hold_until.filter(|&h| h > now),
+                }
+            })
+            .collect();
+        cells.sort_by(|a, b| (&a.quota, &a.key).cmp(&(&b.quota, &b.key)));
+        crate::Snapshot { at: now, cells }
+    }
+}
+
+impl State {
+    /// Takes a granted head out of its queues and wakes whoever is now in front.
+    ///
+    /// The new front inherits the grant's decision time as the earliest it
+    /// may decide at: it continues the schedule from where this grant stood,
+    /// rather than from its own (later) wake-up.
+    fn grant(&mut self, id: u64, decision: Instant) -> Vec<Granted> {
+        let waiter = self.waiters.remove(&id).expect("granted waiter exists");
+        let mut keys = Vec::with_capacity(waiter.cells.len());
+        for (key, cost) in waiter.cells {
+            let cell = self.cells.get_mut(&key).expect("cell of a live waiter");
+            let epoch = cell.learner.as_mut().map_or(0, |l| {
+                l.granted(decision, f64::from(cost.get()));
+                l.epoch
+            });
+            let front = cell.queue.pop_front();
+            debug_assert_eq!(front, Some(id));
+            cell.queued_cost -= u64::from(cost.get());
+            if let Some(&next) = cell.queue.front()
+                && let Some(waiter) = self.waiters.get_mut(&next)
+            {
+                waiter.due = Some(waiter.due.map_or(decision, |d| d.max(decision)));
+                if let Some(waker) = waiter.waker.take() {
+                    waker.wake();
+                }
+            }
+            keys.push(Granted {
+                key,
+                cost: cost.get(),
+                epoch,
+            });
+        }
+        keys
+    }
+
+    /// Removes a waiter from wherever it stands, waking any new front.
+    fn remove(&mut self, id: u64) {
+        let Some(waiter) = self.waiters.remove(&id) else {
+            return;
+        };
+        for (key, cost) in waiter.cells {
+            let Some(cell) = self.cells.get_mut(&key) else {
+                continue;
+            };
+            let was_front = cell.queue.front() == Some(&id);
+            if let Some(pos) = cell.queue.iter().position(|&w| w == id) {
+                cell.queue.remove(pos);
+                cell.queued_cost -= u64::from(cost.get());
+            }
+            if was_front && let Some(&next) = cell.queue.front() {
+                wake(&mut self.waiters, next);
+            }
+        }
+    }
+
+    /// Drops keyed cells whose state is the same as a fresh one: nobody
+    /// queued, no hold, and the GCRA fully replenished.
+    fn sweep(&mut self, now_off: Duration, now: Instant) {
+        self.last_sweep = now;
+        self.cells.retain(|key, cell| {
+            key.key.is_none()
+                || !cell.queue.is_empty()
+                || (cell.learner.is_some()
+                    && now.saturating_duration_since(cell.last_used) < LEARNED_IDLE)
+                || cell.hold_until.is_some_and(|h| h > now)
+                || cell.tat().is_some_and(|tat| tat > now_off)
+        });
+    }
+}
+
+fn wake(waiters: &mut HashMap<u64, Waiter>, id: u64) {
+    if let Some(waker) = waiters.get_mut(&id).and_then(|w| w.waker.take()) {
+        waker.wake();
+    }
+}
