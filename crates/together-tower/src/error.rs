@@ -3,9 +3,13 @@
 use std::fmt;
 
 use http::StatusCode;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
 use crate::BoxError;
+
+/// The most characters of a non-JSON error body an [`Error`] quotes.
+pub const MAX_QUOTED_BODY: usize = 500;
 
 /// What went wrong, broadly; see [`Error::kind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +72,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn config(source: impl Into<BoxError>) -> Self {
+    /// A misconfiguration ([`ErrorKind::Config`]) with its source.
+    pub fn config(source: impl Into<BoxError>) -> Self {
         let source = source.into();
         let mut e = Error::new(ErrorKind::Config, source.to_string());
         e.inner.source = Some(source);
@@ -79,12 +84,11 @@ impl Error {
         Error::new(ErrorKind::Decode, message)
     }
 
-    /// An error from the service stack (no response).
-    pub(crate) fn from_service(
-        source: BoxError,
-        retries: u32,
-        scrub: &dyn Fn(String) -> String,
-    ) -> Self {
+    /// An error from the service stack (no response): the rate limiter's
+    /// refusals are [`ErrorKind::RateLimit`], a request that cannot be built
+    /// [`ErrorKind::Config`], anything else [`ErrorKind::Transport`]. `scrub`
+    /// removes the key from the message (see [`ApiKey::scrub`](crate::ApiKey::scrub)).
+    pub fn from_service(source: BoxError, retries: u32, scrub: &dyn Fn(String) -> String) -> Self {
         let kind = if source.is::<tower_quota::error::WaitTimeout>()
             || source.is::<tower_quota::error::CostTooHigh>()
         {
@@ -101,8 +105,22 @@ impl Error {
     }
 
     /// An error status with its body, in Together's (and OpenAI's) shape
-    /// `{"error": {"message", "type", "param", "code"}}` or anything else.
-    pub(crate) fn from_status(
+    /// `{"error": {"message", "type", "param", "code"}}` or anything else
+    /// (then the message is the body, scrubbed, then cut to
+    /// [`MAX_QUOTED_BODY`] characters). `retries` is the attempts made
+    /// after the first.
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use together_tower::{ApiKey, Error};
+    ///
+    /// let key = ApiKey::new("sk-1").unwrap();
+    /// let body = br#"{"error":{"message":"bad key sk-1","type":"invalid_api_key"}}"#;
+    /// let e = Error::from_status(StatusCode::UNAUTHORIZED, body, None, 0, &|t| key.scrub(&t));
+    /// assert_eq!(e.api_type(), Some("invalid_api_key"));
+    /// assert_eq!(e.message(), "bad key <redacted>");
+    /// ```
+    pub fn from_status(
         status: StatusCode,
         body: &[u8],
         request_id: Option<String>,
@@ -118,11 +136,15 @@ impl Error {
                 _ => None,
             })
         };
-        let message = text("message").unwrap_or_else(|| {
-            let raw = String::from_utf8_lossy(body);
-            raw.chars().take(300).collect()
-        });
-        let mut e = Error::new(ErrorKind::Api, scrub(message));
+        // Scrub before cutting, so no part of a key survives the cut.
+        let message = match text("message") {
+            Some(message) => scrub(message),
+            None => scrub(String::from_utf8_lossy(body).into_owned())
+                .chars()
+                .take(MAX_QUOTED_BODY)
+                .collect(),
+        };
+        let mut e = Error::new(ErrorKind::Api, message);
         e.inner.status = Some(status);
         e.inner.api_type = text("type");
         e.inner.code = text("code");
@@ -248,6 +270,51 @@ impl Error {
     }
 }
 
+impl ErrorKind {
+    /// A short label: `api`, `model_not_found`, `rate_limiter`, `transport`,
+    /// `decode`, `config`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Api => "api",
+            ErrorKind::ModelNotFound => "model_not_found",
+            ErrorKind::RateLimit => "rate_limiter",
+            ErrorKind::Transport => "transport",
+            ErrorKind::Decode => "decode",
+            ErrorKind::Config => "config",
+        }
+    }
+}
+
+/// As a results file records it: `status` (or null), `type` (the API's
+/// error type, else the [kind's label](ErrorKind::label) for errors without
+/// an answer), `code`, `message`, and `param`, `request_id`, `model`,
+/// `suggestions` when known. Never the key: messages are scrubbed when the
+/// error is made.
+impl Serialize for Error {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let e = &self.inner;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("status", &e.status.map(|s| s.as_u16()))?;
+        let label = (e.status.is_none()).then(|| e.kind.label());
+        map.serialize_entry("type", &e.api_type.as_deref().or(label))?;
+        map.serialize_entry("code", &e.code)?;
+        map.serialize_entry("message", &e.message)?;
+        if let Some(param) = &e.param {
+            map.serialize_entry("param", param)?;
+        }
+        if let Some(id) = &e.request_id {
+            map.serialize_entry("request_id", id)?;
+        }
+        if let Some(model) = &e.model {
+            map.serialize_entry("model", model)?;
+        }
+        if !e.suggestions.is_empty() {
+            map.serialize_entry("suggestions", &e.suggestions)?;
+        }
+        map.end()
+    }
+}
+
 /// An error and its sources, joined with `": "`, as one line for logs and output.
 pub fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
@@ -338,5 +405,32 @@ mod tests {
         assert!(e.to_string().contains("lower the rate"));
         assert!(e.to_string().contains("after 4 retries"));
         assert_eq!(e.retries(), 4);
+    }
+
+    #[test]
+    fn a_key_straddling_the_cut_is_scrubbed_whole() {
+        let key = "sk-live-0123456789";
+        let body = format!("{}{key} and more", "x".repeat(MAX_QUOTED_BODY - 5));
+        let scrub = |s: String| s.replace(key, "<redacted>");
+        let e = Error::from_status(StatusCode::BAD_GATEWAY, body.as_bytes(), None, 0, &scrub);
+        assert!(!e.message().contains("sk-l"), "{}", e.message());
+        assert_eq!(e.message().chars().count(), MAX_QUOTED_BODY);
+    }
+
+    #[test]
+    fn serializes_as_a_results_file_records_it() {
+        let body = br#"{"error":{"message":"no such model","type":"invalid_request_error","param":"model","code":"model_not_available"}}"#;
+        let e = Error::from_status(StatusCode::NOT_FOUND, body, Some("r-1".into()), 2, &|s| s);
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["status"], 404);
+        assert_eq!(v["type"], "invalid_request_error");
+        assert_eq!(v["code"], "model_not_available");
+        assert_eq!(v["param"], "model");
+        assert_eq!(v["request_id"], "r-1");
+        let io: BoxError = Box::new(std::io::Error::other("connection refused"));
+        let v = serde_json::to_value(Error::from_service(io, 0, &|s| s)).unwrap();
+        assert_eq!(v["status"], Value::Null);
+        assert_eq!(v["type"], "transport");
+        assert_eq!(v["message"], "connection refused");
     }
 }

@@ -87,7 +87,7 @@ pub use crate::client::{
     ChunkFailure, ClientService, EmbedAll, Served, Stack, TogetherBuilder, TogetherClient,
     TogetherLayers, retry_policy,
 };
-pub use crate::error::{Error, ErrorKind};
+pub use crate::error::{Error, ErrorKind, MAX_QUOTED_BODY};
 pub use crate::key::{API_KEY_ENV, ApiKey, InvalidApiKey};
 pub use crate::preset::{
     InvalidPreset, JobPreset, LearnPreset, Preset, RouteLimit, Tier, UnknownPreset, UnknownTier,

@@ -227,6 +227,45 @@ impl Limits {
         self.safety_margin
     }
 
+    /// The name of the route a request to `method path` is paced by, as
+    /// [`routes`](Self::routes) lists it (`POST /v1/chat/completions`, or
+    /// the unmatched route's), or `None` when it matches none and unmatched
+    /// requests pass. `path` is the URI's path: a query is not part of it.
+    ///
+    /// ```
+    /// use http::Method;
+    /// use tower_quota::{Limits, Quota, Route};
+    ///
+    /// let limits = Limits::builder()
+    ///     .quota("chat", Quota::new("10/s".parse()?))
+    ///     .route(Route::new(Method::POST, "/v1/chat/completions").quota("chat"))
+    ///     .build()?;
+    /// assert_eq!(
+    ///     limits.route_name(&Method::POST, "/v1/chat/completions"),
+    ///     Some("POST /v1/chat/completions")
+    /// );
+    /// assert_eq!(limits.route_name(&Method::POST, "/v1/other"), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn route_name(&self, method: &Method, path: &str) -> Option<&str> {
+        let index = self.route_index(method, path)?;
+        let route = self.routes.get(index).or(self.unmatched.as_ref())?;
+        Some(&route.name)
+    }
+
+    /// The index of the route `method path` matches (the unmatched route
+    /// after the others), if any.
+    pub(crate) fn route_index(&self, method: &Method, path: &str) -> Option<usize> {
+        match self
+            .routes
+            .iter()
+            .position(|r| r.matcher.as_ref().is_some_and(|m| m.matches(method, path)))
+        {
+            Some(i) => Some(i),
+            None => self.unmatched.as_ref().map(|_| self.routes.len()),
+        }
+    }
+
     /// The names of the routes, in matching order, with the quotas each draws on.
     pub fn routes(&self) -> Vec<(String, Vec<String>)> {
         self.routes

@@ -141,15 +141,7 @@ impl Engine {
     }
 
     pub(crate) fn route_for(&self, method: &http::Method, path: &str) -> Option<usize> {
-        let limits = &self.limits;
-        match limits
-            .routes
-            .iter()
-            .position(|r| r.matcher.as_ref().is_some_and(|m| m.matches(method, path)))
-        {
-            Some(i) => Some(i),
-            None => limits.unmatched.as_ref().map(|_| limits.routes.len()),
-        }
+        self.limits.route_index(method, path)
     }
 
     pub(crate) fn route(&self, index: usize) -> &CompiledRoute {
