@@ -23,7 +23,7 @@ use together_sim::config::{EMBEDDINGS, HeaderConfig, RetryAfter};
 use together_sim::dynamic::CapChange;
 use together_sim::{DynamicLimits, Sim, SimHandle};
 
-use crate::config::{self, BatchSection, LimitsSource};
+use crate::config::{BatchSection, LimitsSource};
 use crate::demo::{demo_rule, sim_options};
 use crate::run;
 
@@ -177,7 +177,7 @@ pub(crate) fn limits(client: &str) -> Result<LimitsSource, String> {
             origin: "learned".into(),
         },
         tier => LimitsSource {
-            preset: config::tier_preset(tier)?,
+            preset: together_tower::Preset::named(tier).map_err(|e| e.to_string())?,
             batch: BatchSection::default(),
             origin: format!("tier {tier}"),
         },

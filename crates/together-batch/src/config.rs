@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::Deserialize;
-use together_tower::{Preset, Tier};
+use together_tower::Preset;
 use tower_quota::{LimitRow, Limits};
 
 /// The `[batch]` table of a limits file: this CLI's own settings, cut out
@@ -27,29 +27,6 @@ pub(crate) struct LimitsSource {
     pub(crate) batch: BatchSection,
     /// Where the preset came from, for the summary.
     pub(crate) origin: String,
-}
-
-/// Reads `--tier` (`seed`, `free`, `tier-1` .. `tier-5`, `tier1`, `1`).
-pub(crate) fn tier_preset(name: &str) -> Result<Preset, String> {
-    let n = name
-        .trim()
-        .to_ascii_lowercase()
-        .replace(['-', '_', ' '], "");
-    let tier = match n.trim_start_matches("tier") {
-        "seed" => return Ok(Preset::seed()),
-        "free" => Tier::Free,
-        "1" => Tier::Tier1,
-        "2" => Tier::Tier2,
-        "3" => Tier::Tier3,
-        "4" => Tier::Tier4,
-        "5" => Tier::Tier5,
-        _ => {
-            return Err(format!(
-                "unknown tier {name:?}: use seed, free, tier-1, tier-2, tier-3, tier-4 or tier-5"
-            ));
-        }
-    };
-    Ok(Preset::tier(tier))
 }
 
 /// Splits a limits file into its `[batch]` table and the preset text.
@@ -100,7 +77,7 @@ pub(crate) fn load(limits: Option<&Path>, tier: Option<&str>) -> Result<LimitsSo
             })
         }
         (None, Some(name)) => Ok(LimitsSource {
-            preset: tier_preset(name)?,
+            preset: Preset::named(name).map_err(|e| e.to_string())?,
             batch: BatchSection::default(),
             origin: format!("tier {name}"),
         }),
@@ -112,7 +89,8 @@ pub(crate) fn load(limits: Option<&Path>, tier: Option<&str>) -> Result<LimitsSo
     }
 }
 
-/// The request quota of each route, by path, in requests per second: the
+/// The request quota of each route, by route name (`POST /v1/embeddings`),
+/// in requests per second: the
 /// slowest static one (a learned quota has no fixed rate).
 pub(crate) fn route_rates(limits: &Limits) -> BTreeMap<String, f64> {
     request_quotas(limits)
@@ -128,7 +106,7 @@ pub(crate) fn route_rates(limits: &Limits) -> BTreeMap<String, f64> {
         .collect()
 }
 
-/// The learned request quota of each route, by path: its name.
+/// The learned request quota of each route, by route name: its name.
 pub(crate) fn learned_request_quotas(limits: &Limits) -> BTreeMap<String, String> {
     request_quotas(limits)
         .into_iter()
@@ -139,21 +117,18 @@ pub(crate) fn learned_request_quotas(limits: &Limits) -> BTreeMap<String, String
         .collect()
 }
 
-/// The quotas counting requests (no unit) of each route, by path.
+/// The quotas counting requests (no unit) of each route, by route name.
 fn request_quotas(limits: &Limits) -> BTreeMap<String, Vec<LimitRow>> {
     let table = limits.table();
     let mut out = BTreeMap::new();
     for (route, quotas) in limits.routes() {
-        let Some(path) = route.split_once(' ').map(|(_, p)| p.to_owned()) else {
-            continue;
-        };
         let rows = quotas
             .iter()
             .filter_map(|q| table.iter().find(|row| &row.quota == q))
             .filter(|row| row.rate.unit().is_none())
             .cloned()
             .collect();
-        out.insert(path, rows);
+        out.insert(route, rows);
     }
     out
 }
@@ -249,11 +224,12 @@ mod tests {
 
     #[test]
     fn tiers_parse_in_every_spelling() {
-        assert_eq!(tier_preset("tier-1").unwrap().name(), "tier1");
-        assert_eq!(tier_preset("Tier2").unwrap().name(), "tier2");
-        assert_eq!(tier_preset("free").unwrap().name(), "free");
-        assert_eq!(tier_preset("seed").unwrap().name(), "seed");
-        assert!(tier_preset("tier-9").unwrap_err().contains("tier-5"));
+        let tier = |name: &str| load(None, Some(name)).map(|s| s.preset.name().to_owned());
+        assert_eq!(tier("tier-1").unwrap(), "tier1");
+        assert_eq!(tier("Tier2").unwrap(), "tier2");
+        assert_eq!(tier("free").unwrap(), "free");
+        assert_eq!(tier("seed").unwrap(), "seed");
+        assert!(tier("tier-9").unwrap_err().contains("tier5"));
     }
 
     #[test]
@@ -279,8 +255,8 @@ mod tests {
     #[test]
     fn route_rates_are_the_request_quotas() {
         let rates = route_rates(&Preset::seed().limits().unwrap());
-        assert_eq!(rates["/v1/chat/completions"], 10.0);
-        assert_eq!(rates["/v1/embeddings"], 5.0);
+        assert_eq!(rates["POST /v1/chat/completions"], 10.0);
+        assert_eq!(rates["POST /v1/embeddings"], 5.0);
     }
 
     #[test]
@@ -288,8 +264,8 @@ mod tests {
         let limits = Preset::together().limits().unwrap();
         assert!(route_rates(&limits).is_empty());
         let learned = learned_request_quotas(&limits);
-        assert_eq!(learned["/v1/embeddings"], "embeddings");
-        assert_eq!(learned["/v1/chat/completions"], "chat");
+        assert_eq!(learned["POST /v1/embeddings"], "embeddings");
+        assert_eq!(learned["POST /v1/chat/completions"], "chat");
         let source = load(None, None).unwrap();
         assert_eq!(source.preset.name(), "together");
         let table = render_table(&source, &limits, 1.0);

@@ -17,7 +17,7 @@ use together_sim::config::{CHAT, EMBEDDINGS};
 use together_sim::{DynamicLimits, Mode, Sim, SimHandle};
 
 use crate::config::{BatchSection, LimitsSource};
-use crate::run::{self, Report, RunOptions, Secret};
+use crate::run::{self, Report, RunOptions};
 
 /// The chat models of the workload (in together-sim's catalog).
 const CHAT_MODELS: [&str; 2] = [
@@ -158,7 +158,10 @@ pub(crate) fn sim_options(
         endpoint: None,
         max_in_flight: 128,
         api_key_env: together_tower::API_KEY_ENV.to_owned(),
-        api_key: Some(Secret::new(&sim.api_keys()[0])),
+        api_key: Some(
+            together_tower::ApiKey::new(&sim.api_keys()[0])
+                .expect("the simulator's keys are plain ASCII"),
+        ),
         retry_failed: false,
         quiet,
         report: None,

@@ -4,11 +4,11 @@
 //!
 //! ```text
 //! together-batch run INPUT.jsonl -o OUTPUT.jsonl [--base-url URL]
-//!     [--limits limits.toml | --tier tier-1] [--endpoint /v1/chat/completions]
+//!     [--limits limits.toml | --tier tier1] [--endpoint /v1/chat/completions]
 //!     [--max-in-flight N] [--api-key-env NAME] [--retry-failed] [--quiet]
 //!     [--report report.json] [--redis URL --processes N]
 //! together-batch demo        # a simulated server and a workload, in-process
-//! together-batch limits [--limits limits.toml | --tier tier-1]
+//! together-batch limits [--limits limits.toml | --tier tier1]
 //! ```
 //!
 //! # Input
@@ -73,9 +73,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "demo")]
 mod bench;
+#[cfg(feature = "demo")]
 mod bench_learn;
 mod config;
+#[cfg(feature = "demo")]
 mod demo;
 mod input;
 mod output;
@@ -108,13 +111,16 @@ enum Command {
     Run(Box<RunArgs>),
     /// Starts a simulated Together server in this process and runs a
     /// realistic workload through it (no key, no network).
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
     /// Prints the effective limits (preset, tier or file).
     Limits(LimitsArgs),
     /// Compares this CLI with a plain retrying client against the simulator.
+    #[cfg(feature = "demo")]
     #[command(hide = true)]
     Bench(bench::BenchArgs),
     /// Measures learned limits against the fastest schedule of a dynamic simulator.
+    #[cfg(feature = "demo")]
     #[command(hide = true)]
     BenchLearn(bench_learn::LearnArgs),
 }
@@ -125,8 +131,8 @@ struct LimitsSel {
     /// A limits file (together-tower's preset TOML, plus an optional `[batch]` table).
     #[arg(long, value_name = "FILE", conflicts_with = "tier")]
     limits: Option<PathBuf>,
-    /// A static preset: seed, free, tier-1 .. tier-5 (default: learn each
-    /// model's limits from the server).
+    /// A static preset: seed, free, tier1 .. tier5 (tier-1 and 1 are read
+    /// too; default: learn each model's limits from the server).
     #[arg(long, value_name = "TIER")]
     tier: Option<String>,
     /// Runs every quota this many times faster (for a time-scaled simulator).
@@ -219,9 +225,12 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run_command(*args).await,
+            #[cfg(feature = "demo")]
             Command::Demo(args) => demo::demo(args).await,
             Command::Limits(args) => limits_command(args),
+            #[cfg(feature = "demo")]
             Command::Bench(args) => bench::bench(args).await,
+            #[cfg(feature = "demo")]
             Command::BenchLearn(args) => bench_learn::bench_learn(args).await,
         }
     })

@@ -279,6 +279,45 @@ async fn the_api_key_never_appears_in_output_report_progress_or_logs() {
     sim.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_are_reported_by_the_route_that_paced_them() {
+    let sim = sim().await;
+    let dir = scratch("matched-route");
+    let (input, output, report) = (
+        dir.join("in.jsonl"),
+        dir.join("out.jsonl"),
+        dir.join("report.json"),
+    );
+    // The same route with and without a query: one route, one quota, one feeder.
+    let items: Vec<String> = (0..6)
+        .map(|i| {
+            let url = if i % 2 == 0 {
+                "/v1/chat/completions?x=1"
+            } else {
+                "/v1/chat/completions"
+            };
+            batch_line(&format!("c{i}"), url, chat_body(i))
+        })
+        .collect();
+    std::fs::write(&input, lines(&items)).unwrap();
+    let base = sim.base_url();
+    let mut args = run_args(&input, &output, &base);
+    args.extend(["--report", report.to_str().unwrap(), "--quiet"]);
+    let out = run(Some("test-key"), &args).await;
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let routes = report["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    assert_eq!(routes[0]["route"], "POST /v1/chat/completions");
+    assert_eq!(routes[0]["ok"], 6);
+    assert!(routes[0]["quota_per_sec"].as_f64().is_some(), "{routes:?}");
+    assert!(stdout.contains("POST /v1/chat/completions"), "{stdout}");
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn limits_prints_the_effective_table() {
     let dir = scratch("limits");
@@ -305,7 +344,7 @@ async fn limits_prints_the_effective_table() {
     assert!(texts(&out).0.contains("3000/min"));
     let out = run(None, &["limits", "--tier", "tier-7"]).await;
     assert_eq!(out.status.code(), Some(2));
-    assert!(texts(&out).1.contains("tier-5"));
+    assert!(texts(&out).1.contains("tier1 .. tier5"));
 }
 
 #[tokio::test]

@@ -1,0 +1,270 @@
+//! Collecting results: each written to the output as it arrives, counted
+//! per route and model, shown on the progress line; Ctrl-C handled here.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::client::Client;
+use super::feed::{Done, Feeders};
+use super::options::RunOptions;
+use super::plan::save_paces;
+use crate::output::Output;
+use crate::progress::Progress;
+
+/// The achieved rate is measured over this window.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// How often the learned paces are saved while a run goes.
+const STATE_EVERY: Duration = Duration::from_secs(5);
+
+/// What one route (or one route and model) got.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) answered: u64,
+    pub(crate) ok: u64,
+    pub(crate) failed: u64,
+    /// Requests sent, retries included.
+    pub(crate) attempts: u64,
+    /// Jobs planned.
+    pub(crate) total: u64,
+    /// From the start to the last answer.
+    pub(crate) last: Duration,
+    recent: VecDeque<Instant>,
+}
+
+impl Stats {
+    fn add(&mut self, done: &Done, since_start: Duration, now: Instant) {
+        self.answered += 1;
+        self.attempts += u64::from(done.attempts);
+        self.last = since_start;
+        if done.ok {
+            self.ok += 1;
+        } else {
+            self.failed += 1;
+        }
+        self.recent.push_back(now);
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RATE_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Answers per second over the last [`RATE_WINDOW`].
+    fn recent_rate(&self, now: Instant, elapsed: Duration) -> f64 {
+        let recent = self
+            .recent
+            .iter()
+            .filter(|t| now.duration_since(**t) <= RATE_WINDOW)
+            .count() as f64;
+        recent / elapsed.min(RATE_WINDOW).as_secs_f64().max(0.001)
+    }
+}
+
+/// Everything the run got, for the report.
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub(crate) routes: BTreeMap<String, Stats>,
+    /// Per route and model, for learned quotas.
+    pub(crate) models: BTreeMap<(String, String), Stats>,
+    pub(crate) ok: u64,
+    pub(crate) failed: u64,
+    pub(crate) retries: u64,
+    /// Results written, bad input lines included.
+    pub(crate) done: u64,
+    pub(crate) statuses: BTreeMap<u16, u64>,
+    pub(crate) interrupted: bool,
+    pub(crate) wall: Duration,
+}
+
+/// What the collector reads besides the results.
+pub(crate) struct Context<'a> {
+    pub(crate) opts: &'a RunOptions,
+    pub(crate) client: &'a Client,
+    /// Each route's static request rate, per second.
+    pub(crate) rates: &'a BTreeMap<String, f64>,
+    /// Each route's learned request quota, by name.
+    pub(crate) learned: &'a BTreeMap<String, String>,
+}
+
+/// Writes every result as it arrives until the feeders are done (or, after
+/// a write failure or a second Ctrl-C, abandoned); `tally` holds the bad
+/// input lines already written. `Err` when the output stops taking writes.
+pub(crate) async fn collect(
+    cx: &Context<'_>,
+    mut feeders: Feeders,
+    out: &mut Output,
+    progress: &mut Progress,
+    mut tally: Tally,
+    total: u64,
+) -> Result<Tally, String> {
+    let start = Instant::now();
+    let mut signals = ctrl_c();
+    let mut interrupts = 0;
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut write_error = None;
+    let mut last_save = Instant::now();
+    loop {
+        tokio::select! {
+            d = feeders.results.recv() => {
+                let Some(d) = d else { break };
+                if let Err(e) = out.write(&d.line) {
+                    write_error = Some(e);
+                    feeders.abandon();
+                    continue;
+                }
+                tally.record(cx, &d, start);
+            }
+            Some(()) = signals.recv() => {
+                interrupts += 1;
+                if interrupts == 1 {
+                    feeders.stop();
+                    progress.note(&format!(
+                        "Ctrl-C: taking no new lines; waiting for the requests already sent \
+                         (about {} in flight; Ctrl-C again to abandon them: they stay \
+                         unanswered and are sent on resume)",
+                        feeders.in_flight()
+                    ));
+                } else {
+                    feeders.abandon();
+                    progress.note("Ctrl-C again: abandoning the requests in flight");
+                }
+            }
+            _ = ticker.tick() => {
+                progress.update(tally.done, total, &status_line(cx, &tally, start), false);
+                if last_save.elapsed() >= STATE_EVERY {
+                    last_save = Instant::now();
+                    if let Some(e) = save_paces(cx.opts, &cx.client.quota) {
+                        progress.note(&e);
+                    }
+                }
+            }
+        }
+    }
+    tally.wall = start.elapsed();
+    tally.interrupted = interrupts > 0;
+    progress.update(tally.done, total, &status_line(cx, &tally, start), true);
+    if let Some(e) = save_paces(cx.opts, &cx.client.quota) {
+        progress.note(&e);
+    }
+    progress.finish();
+    out.flush()?;
+    match write_error {
+        Some(e) => Err(e),
+        None => Ok(tally),
+    }
+}
+
+impl Tally {
+    /// Counts a result.
+    fn record(&mut self, cx: &Context<'_>, d: &Done, start: Instant) {
+        let now = Instant::now();
+        let since_start = now.duration_since(start);
+        self.done += 1;
+        *self.statuses.entry(d.status).or_default() += 1;
+        self.retries += u64::from(d.attempts.saturating_sub(1));
+        if d.ok {
+            self.ok += 1;
+        } else {
+            self.failed += 1;
+        }
+        if cx.learned.contains_key(&d.route)
+            && let Some(model) = &d.model
+        {
+            let key = (d.route.clone(), model.clone());
+            self.models.entry(key).or_default().add(d, since_start, now);
+        }
+        self.routes
+            .entry(d.route.clone())
+            .or_default()
+            .add(d, since_start, now);
+    }
+}
+
+/// Ctrl-C presses, as a channel (a second press abandons).
+fn ctrl_c() -> mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The progress line: per route the achieved rate against its quota (or
+/// its learned paces), the ETA, 429s, retries, failures.
+fn status_line(cx: &Context<'_>, tally: &Tally, start: Instant) -> String {
+    let now = Instant::now();
+    let elapsed = start.elapsed();
+    let snapshot = cx.client.quota.snapshot();
+    let mut parts = Vec::new();
+    let mut eta = 0.0f64;
+    for (route, st) in &tally.routes {
+        let rate = st.recent_rate(now, elapsed);
+        let left = st.total.saturating_sub(st.answered) as f64;
+        if let Some(q) = cx.rates.get(route) {
+            parts.push(format!("{} {rate:.1}/{q:.1} per s", short(route)));
+            eta = eta.max(left / q);
+            continue;
+        }
+        let paces: Vec<String> = cx
+            .learned
+            .get(route)
+            .map(|quota| {
+                snapshot
+                    .cells
+                    .iter()
+                    .filter(|c| &c.quota == quota)
+                    .map(|c| {
+                        let model = c.key.as_deref().map_or("", short_model);
+                        format!("{model} {:.1}/s {}", c.pace, c.source)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let learned = if paces.is_empty() {
+            String::new()
+        } else {
+            format!(" (learned {})", paces.join(", "))
+        };
+        parts.push(format!("{} {rate:.1}/s{learned}", short(route)));
+        if rate > 0.0 {
+            eta = eta.max(left / rate);
+        }
+    }
+    format!(
+        "| {} | ETA {:.0} s | 429s {} | retries {} | failed {}",
+        parts.join(", "),
+        eta.ceil(),
+        cx.client.responses_429(),
+        tally.retries,
+        tally.failed,
+    )
+}
+
+/// A model id without its organisation, at most 24 characters: `bge-large-en-v1.5`.
+fn short_model(model: &str) -> &str {
+    let name = model.rsplit('/').next().unwrap_or(model);
+    match name.char_indices().nth(24) {
+        Some((end, _)) => &name[..end],
+        None => name,
+    }
+}
+
+/// A route for the progress line: `chat/completions` for `POST
+/// /v1/chat/completions`, the method kept when it is not POST.
+fn short(route: &str) -> String {
+    let (method, path) = route.split_once(' ').unwrap_or(("", route));
+    let path = path.strip_prefix("/v1/").unwrap_or(path);
+    match method {
+        "POST" | "" => path.to_owned(),
+        _ => format!("{method} {path}"),
+    }
+}

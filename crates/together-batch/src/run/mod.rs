@@ -1,0 +1,71 @@
+//! `together-batch run`, as a pipeline: [`plan`] (read the input,
+//! skip what the output answers, group by route), [`client`] (together-tower's
+//! stack), [`feed`] (one feeder per route), [`collect`] (write
+//! each result as it arrives, progress, Ctrl-C), [`report`] (sum up).
+
+use crate::config;
+use crate::output::Output;
+use crate::progress::Progress;
+
+mod client;
+mod collect;
+mod feed;
+mod options;
+mod plan;
+mod report;
+
+pub(crate) use options::RunOptions;
+pub(crate) use report::Report;
+
+/// Runs the batch; `Err` only for what fails before anything is sent (or
+/// an output that stops taking writes).
+pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
+    // Everything that can fail does, before a request goes out.
+    let entries = plan::read_input(&opts)?;
+    let key = client::read_key(&opts)?;
+    let client = client::build(&opts, &key)?;
+    let (mut out, prev) = Output::open(&opts.output, opts.retry_failed)?;
+    let rates = config::route_rates(&client.limits);
+    let learned = config::learned_request_quotas(&client.limits);
+    let mut notes: Vec<String> = plan::restore_paces(&opts, &client.quota)
+        .into_iter()
+        .collect();
+    notes.extend(plan::resume_notes(&prev, &opts));
+    let mut plan = plan::partition(entries, &prev, &client.limits);
+
+    let total = plan.total;
+    let mut progress = Progress::new(total, opts.quiet, opts.progress_every);
+    for note in &notes {
+        progress.note(note);
+    }
+    if plan.skipped > 0 {
+        progress.note(&format!(
+            "{} line(s) already answered in {}: skipped",
+            plan.skipped,
+            opts.output.display()
+        ));
+    }
+    let mut tally = collect::Tally::default();
+    for line in &plan.bad {
+        out.write(line)?;
+        tally.failed += 1;
+        tally.done += 1;
+    }
+    for r in &plan.routes {
+        tally.routes.entry(r.route.clone()).or_default().total = r.jobs.len() as u64;
+    }
+
+    let routes = std::mem::take(&mut plan.routes);
+    let feeders = feed::start(routes, &client.service, &key, opts.max_in_flight);
+    let cx = collect::Context {
+        opts: &opts,
+        client: &client,
+        rates: &rates,
+        learned: &learned,
+    };
+    let tally = collect::collect(&cx, feeders, &mut out, &mut progress, tally, total).await?;
+
+    let report = Report::new(&opts, &plan, &tally, &client, &rates, &learned);
+    report.write(&opts)?;
+    Ok(report)
+}

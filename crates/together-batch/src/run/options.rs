@@ -1,0 +1,34 @@
+//! What a run is asked to do.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use together_tower::ApiKey;
+
+use crate::config::LimitsSource;
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub(crate) struct RunOptions {
+    pub(crate) input: PathBuf,
+    pub(crate) output: PathBuf,
+    pub(crate) base_url: String,
+    pub(crate) limits: LimitsSource,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) max_in_flight: usize,
+    pub(crate) api_key_env: String,
+    /// Only for in-process runs (demo, bench); the CLI reads the environment.
+    pub(crate) api_key: Option<ApiKey>,
+    pub(crate) retry_failed: bool,
+    pub(crate) quiet: bool,
+    pub(crate) report: Option<PathBuf>,
+    pub(crate) redis: Option<String>,
+    pub(crate) processes: u32,
+    pub(crate) time_scale: f64,
+    pub(crate) safety_margin: Option<f64>,
+    pub(crate) progress_every: Duration,
+    /// Where learned paces are kept between runs (`None`: not kept).
+    pub(crate) state: Option<PathBuf>,
+    /// A saved state older than this is ignored.
+    pub(crate) state_max_age: Duration,
+}

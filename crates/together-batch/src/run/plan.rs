@@ -1,0 +1,157 @@
+//! Planning a run before anything is sent: read the input, skip what the
+//! output already answers, group the rest by the route that paces it, and
+//! say what was found (a torn line, removed failures, a saved pace).
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+use tower_quota::{Limits, RateLimitLayer};
+
+use super::options::RunOptions;
+use crate::input::{self, Entry, Job};
+use crate::output::Previous;
+use crate::state::SavedState;
+
+/// The jobs of one route, in input order.
+pub(crate) struct RouteJobs {
+    /// The route that paces them (`POST /v1/embeddings`), or `METHOD path`
+    /// when no route does.
+    pub(crate) route: String,
+    pub(crate) jobs: Vec<Job>,
+}
+
+/// What a run will do.
+pub(crate) struct Plan {
+    /// Non-blank input lines.
+    pub(crate) lines: u64,
+    /// Lines the output already answers.
+    pub(crate) skipped: u64,
+    /// The output lines of malformed input lines.
+    pub(crate) bad: Vec<Value>,
+    /// The jobs to send, by route, routes in order of first appearance
+    /// (taken by the feeders).
+    pub(crate) routes: Vec<RouteJobs>,
+    /// Requests to send plus bad lines to record.
+    pub(crate) total: u64,
+}
+
+/// Reads and parses the input; fails before anything is sent.
+pub(crate) fn read_input(opts: &RunOptions) -> Result<Vec<Entry>, String> {
+    let bytes = std::fs::read(&opts.input).map_err(|e| {
+        format!(
+            "cannot read the input {}: {e} (nothing was sent)",
+            opts.input.display()
+        )
+    })?;
+    input::parse(&bytes, opts.endpoint.as_deref())
+}
+
+/// The route a job is paced by, as the report names it.
+pub(crate) fn route_of(limits: &Limits, job: &Job) -> String {
+    let path = job.path.split(['?', '#']).next().unwrap_or(&job.path);
+    match limits.route_name(&job.method, path) {
+        Some(name) => name.to_owned(),
+        None => format!("{} {path}", job.method),
+    }
+}
+
+/// Skips what `prev` answers and groups the rest by route.
+pub(crate) fn partition(entries: Vec<Entry>, prev: &Previous, limits: &Limits) -> Plan {
+    let lines = entries.len() as u64;
+    let mut skipped = 0;
+    let mut bad = Vec::new();
+    let mut routes: Vec<RouteJobs> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for entry in entries {
+        if prev.answered.contains_key(entry.custom_id()) {
+            skipped += 1;
+            continue;
+        }
+        match entry {
+            Entry::Bad {
+                custom_id,
+                line,
+                message,
+            } => bad.push(json!({
+                "custom_id": custom_id,
+                "line": line,
+                "attempts": 0,
+                "error": {"status": null, "type": "invalid_input", "message": message},
+            })),
+            Entry::Job(job) => {
+                let route = route_of(limits, &job);
+                let i = *index.entry(route.clone()).or_insert_with(|| {
+                    routes.push(RouteJobs {
+                        route,
+                        jobs: Vec::new(),
+                    });
+                    routes.len() - 1
+                });
+                routes[i].jobs.push(job);
+            }
+        }
+    }
+    let total = routes.iter().map(|r| r.jobs.len() as u64).sum::<u64>() + bad.len() as u64;
+    Plan {
+        lines,
+        skipped,
+        bad,
+        routes,
+        total,
+    }
+}
+
+/// What resuming found in the output, to say before sending.
+pub(crate) fn resume_notes(prev: &Previous, opts: &RunOptions) -> Vec<String> {
+    let output = opts.output.display();
+    let mut notes = Vec::new();
+    if prev.torn_bytes > 0 {
+        notes.push(format!(
+            "cut a torn last line ({} bytes) from {output}: its request will be sent again",
+            prev.torn_bytes
+        ));
+    }
+    if prev.dropped_failures > 0 {
+        notes.push(format!(
+            "--retry-failed: {} failed line(s) removed from the output, sending them again",
+            prev.dropped_failures
+        ));
+    }
+    if prev.unreadable > 0 {
+        notes.push(format!(
+            "{} line(s) of {output} are not results and were removed",
+            prev.unreadable
+        ));
+    }
+    notes
+}
+
+/// Starts the learned paces where the last run left them, if a state file
+/// says so; what happened, to say before sending.
+pub(crate) fn restore_paces(opts: &RunOptions, quota: &RateLimitLayer) -> Option<String> {
+    let path = opts.state.as_ref()?;
+    match SavedState::load(path, &opts.base_url, opts.time_scale, opts.state_max_age) {
+        Ok(Some(saved)) => {
+            let n = saved.apply(quota);
+            (n > 0).then(|| {
+                format!(
+                    "starting {n} learned pace(s) where the last run left them ({})",
+                    path.display()
+                )
+            })
+        }
+        Ok(None) => None,
+        Err(note) => Some(note),
+    }
+}
+
+/// Saves the learned paces to the state file, if there is one and anything
+/// was learned; a failure to save, to say.
+pub(crate) fn save_paces(opts: &RunOptions, quota: &RateLimitLayer) -> Option<String> {
+    let path = opts.state.as_ref()?;
+    let state = SavedState::capture(quota, &opts.base_url, opts.time_scale);
+    if state.is_empty() {
+        return None;
+    }
+    state.save(path).err()
+}

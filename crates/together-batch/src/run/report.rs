@@ -1,0 +1,287 @@
+//! The summary of a run: per route and per model, against the quotas and
+//! the learned paces; printed, and written as JSON with `--report`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::client::Client;
+use super::collect::{Stats, Tally};
+use super::options::RunOptions;
+use super::plan::Plan;
+
+/// One route in the report.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RouteReport {
+    pub(crate) route: String,
+    /// Results received.
+    pub(crate) answered: u64,
+    pub(crate) ok: u64,
+    pub(crate) failed: u64,
+    /// Requests sent, retries included (what the quota is charged).
+    pub(crate) attempts: u64,
+    /// Seconds from the start to the route's last answer.
+    pub(crate) secs: f64,
+    /// Requests sent per second (intervals between them over `secs`).
+    pub(crate) achieved_per_sec: f64,
+    /// The route's request quota, per second (time-scaled when asked).
+    pub(crate) quota_per_sec: Option<f64>,
+    /// `achieved_per_sec` as a share of the quota, %.
+    pub(crate) quota_pct: Option<f64>,
+    /// The least time the quota allows for these attempts: (attempts - 1) / quota.
+    pub(crate) ideal_secs: Option<f64>,
+    /// `ideal_secs / secs`, %.
+    pub(crate) ideal_pct: Option<f64>,
+}
+
+/// One route and model of a learned quota in the report.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ModelReport {
+    pub(crate) route: String,
+    pub(crate) model: String,
+    pub(crate) ok: u64,
+    pub(crate) failed: u64,
+    /// Requests sent, retries included.
+    pub(crate) attempts: u64,
+    /// Requests sent per second from the start to the model's last answer.
+    pub(crate) achieved_per_sec: f64,
+    /// The pace learned for this model at the end, requests per second.
+    pub(crate) learned_per_sec: Option<f64>,
+    /// Where it came from: header, probe, saved or start.
+    pub(crate) source: Option<String>,
+}
+
+/// The final summary (`--report` writes it as JSON).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Report {
+    pub(crate) input: String,
+    pub(crate) output: String,
+    pub(crate) preset: String,
+    pub(crate) time_scale: f64,
+    pub(crate) shared_through_redis: bool,
+    /// Non-blank input lines.
+    pub(crate) lines: u64,
+    /// Lines already answered in the output (not sent again).
+    pub(crate) skipped: u64,
+    pub(crate) ok: u64,
+    /// Failed lines, bad input included.
+    pub(crate) failed: u64,
+    /// Lines that could not be read as requests.
+    pub(crate) bad_input: u64,
+    /// Lines left without an answer (interrupted); sent on resume.
+    pub(crate) unanswered: u64,
+    pub(crate) interrupted: bool,
+    pub(crate) wall_secs: f64,
+    /// The slowest route's ideal time.
+    pub(crate) ideal_secs: Option<f64>,
+    /// `ideal_secs / wall_secs`, %.
+    pub(crate) ideal_pct: Option<f64>,
+    /// 429 answers received (retried ones included).
+    pub(crate) responses_429: u64,
+    pub(crate) retries: u64,
+    /// Answers by HTTP status (0: no answer).
+    pub(crate) statuses: BTreeMap<u16, u64>,
+    pub(crate) routes: Vec<RouteReport>,
+    /// Per route and model, with the learned pace (learned quotas only).
+    pub(crate) models: Vec<ModelReport>,
+}
+
+impl Report {
+    /// The human summary.
+    pub(crate) fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "together-batch: {} lines: {} ok, {} failed ({} bad input), {} already answered, {} unanswered{}",
+            self.lines,
+            self.ok,
+            self.failed,
+            self.bad_input,
+            self.skipped,
+            self.unanswered,
+            if self.interrupted {
+                " (interrupted: run again to send them)"
+            } else {
+                ""
+            }
+        );
+        let ideal = match (self.ideal_secs, self.ideal_pct) {
+            (Some(i), Some(p)) => format!(" (ideal {i:.2} s: {p:.1}% of the ideal rate)"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "wall time {:.2} s{ideal}; 429s {}; retries {}; limits: {}{}{}",
+            self.wall_secs,
+            self.responses_429,
+            self.retries,
+            self.preset,
+            if self.time_scale == 1.0 {
+                String::new()
+            } else {
+                format!(" x{}", self.time_scale)
+            },
+            if self.shared_through_redis {
+                ", shared through Redis"
+            } else {
+                ""
+            }
+        );
+        if !self.routes.is_empty() {
+            let _ = writeln!(
+                s,
+                "{:<28} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>9}",
+                "route",
+                "ok",
+                "failed",
+                "sent",
+                "rate/s",
+                "quota/s",
+                "of quota",
+                "ideal s",
+                "of ideal"
+            );
+            for r in &self.routes {
+                let opt = |v: Option<f64>, unit: &str| match v {
+                    Some(v) => format!("{v:.1}{unit}"),
+                    None => "-".to_owned(),
+                };
+                let _ = writeln!(
+                    s,
+                    "{:<28} {:>8} {:>8} {:>8} {:>10.2} {:>10} {:>9} {:>9} {:>9}",
+                    r.route,
+                    r.ok,
+                    r.failed,
+                    r.attempts,
+                    r.achieved_per_sec,
+                    opt(r.quota_per_sec, ""),
+                    opt(r.quota_pct, "%"),
+                    r.ideal_secs.map_or("-".to_owned(), |v| format!("{v:.2}")),
+                    opt(r.ideal_pct, "%"),
+                );
+            }
+        }
+        if !self.models.is_empty() {
+            let _ = writeln!(
+                s,
+                "{:<28} {:<44} {:>8} {:>8} {:>10} {:>10}  source",
+                "route", "model", "ok", "sent", "rate/s", "learned/s"
+            );
+            for m in &self.models {
+                let _ = writeln!(
+                    s,
+                    "{:<28} {:<44} {:>8} {:>8} {:>10.2} {:>10}  {}",
+                    m.route,
+                    m.model,
+                    m.ok,
+                    m.attempts,
+                    m.achieved_per_sec,
+                    m.learned_per_sec
+                        .map_or("-".to_owned(), |v| format!("{v:.2}")),
+                    m.source.as_deref().unwrap_or("-"),
+                );
+            }
+        }
+        s
+    }
+}
+
+/// Achieved requests per second over `secs`: the intervals between attempts.
+fn achieved(st: &Stats) -> (f64, f64) {
+    let secs = st.last.as_secs_f64();
+    let intervals = st.attempts.saturating_sub(1) as f64;
+    (secs, if secs > 0.0 { intervals / secs } else { 0.0 })
+}
+
+impl Report {
+    /// Sums up a run.
+    pub(crate) fn new(
+        opts: &RunOptions,
+        plan: &Plan,
+        tally: &Tally,
+        client: &Client,
+        rates: &BTreeMap<String, f64>,
+        learned: &BTreeMap<String, String>,
+    ) -> Self {
+        let routes: Vec<RouteReport> = tally
+            .routes
+            .iter()
+            .map(|(route, st)| {
+                let (secs, achieved) = achieved(st);
+                let intervals = st.attempts.saturating_sub(1) as f64;
+                let quota = rates.get(route).copied();
+                let ideal = quota.map(|q| intervals / q);
+                RouteReport {
+                    route: route.clone(),
+                    answered: st.answered,
+                    ok: st.ok,
+                    failed: st.failed,
+                    attempts: st.attempts,
+                    secs,
+                    achieved_per_sec: achieved,
+                    quota_per_sec: quota,
+                    quota_pct: quota.map(|q| 100.0 * achieved / q),
+                    ideal_secs: ideal,
+                    ideal_pct: ideal.filter(|_| secs > 0.0).map(|i| 100.0 * i / secs),
+                }
+            })
+            .collect();
+        let snapshot = client.quota.snapshot();
+        let models = tally
+            .models
+            .iter()
+            .map(|((route, model), st)| {
+                let cell = learned
+                    .get(route)
+                    .and_then(|quota| snapshot.cell(quota, Some(model)));
+                ModelReport {
+                    route: route.clone(),
+                    model: model.clone(),
+                    ok: st.ok,
+                    failed: st.failed,
+                    attempts: st.attempts,
+                    achieved_per_sec: achieved(st).1,
+                    learned_per_sec: cell.map(|c| c.pace),
+                    source: cell.map(|c| c.source.to_string()),
+                }
+            })
+            .collect();
+        let ideal_secs = routes.iter().filter_map(|r| r.ideal_secs).reduce(f64::max);
+        let wall_secs = tally.wall.as_secs_f64();
+        Report {
+            input: opts.input.display().to_string(),
+            output: opts.output.display().to_string(),
+            preset: opts.limits.preset.name().to_owned(),
+            time_scale: opts.time_scale,
+            shared_through_redis: opts.redis.is_some(),
+            lines: plan.lines,
+            skipped: plan.skipped,
+            ok: tally.ok,
+            failed: tally.failed,
+            bad_input: plan.bad.len() as u64,
+            unanswered: plan.total - tally.done,
+            interrupted: tally.interrupted,
+            wall_secs,
+            ideal_secs,
+            ideal_pct: ideal_secs
+                .filter(|_| wall_secs > 0.0)
+                .map(|i| 100.0 * i / wall_secs),
+            responses_429: client.responses_429(),
+            retries: tally.retries,
+            statuses: tally.statuses.clone(),
+            routes,
+            models,
+        }
+    }
+
+    /// Writes the report as JSON to `--report`, if asked.
+    pub(crate) fn write(&self, opts: &RunOptions) -> Result<(), String> {
+        let Some(path) = &opts.report else {
+            return Ok(());
+        };
+        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| format!("cannot write the report {}: {e}", path.display()))
+    }
+}
