@@ -15,13 +15,7 @@
 --
 -- Returns {1, 0} when every cell was charged, or {0, wait_us} when none
 -- was and the earliest grant is wait_us from now.
-local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+local now = now_us(ARGV[1])
 local credit = tonumber(ARGV[2])
 local cells = #KEYS / 3
 local wait = 0

@@ -67,10 +67,10 @@ use sha2::{Digest, Sha256};
 use tower_quota::shared::{DecisionFuture, ShareFuture};
 use tower_quota::{PaceNews, SharedCell, SharedDecision, SharedNews, SharedStore};
 
-/// The GCRA script (see `src/gcra.lua`).
-const GCRA: &str = include_str!("gcra.lua");
+/// The GCRA script (see `src/gcra.lua`), after the clock it decides by.
+const GCRA: &str = concat!(include_str!("clock.lua"), include_str!("gcra.lua"));
 /// The script that shares learned paces and holds (see `src/share.lua`).
-const SHARE: &str = include_str!("share.lua");
+const SHARE: &str = concat!(include_str!("clock.lua"), include_str!("share.lua"));
 /// How long a shared pace lives without news.
 const PACE_TTL: Duration = Duration::from_secs(600);
 

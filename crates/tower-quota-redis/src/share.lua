@@ -12,13 +12,7 @@
 -- ARGV[6]  how long a shared interval lives without news, in ms
 --
 -- Returns the shared interval afterwards, or "" when there is none.
-local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+local now = now_us(ARGV[1])
 local shared = tonumber(redis.call('GET', KEYS[1]))
 local move = ARGV[2]
 local new = tonumber(ARGV[3])

@@ -1,5 +1,6 @@
 //! Batches: create, run their lines, list, cancel.
 
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -114,6 +115,13 @@ impl Jobs {
     }
 
     /// Materialises output files of batches that completed.
+    /// The jobs, locked, with every batch finished by `now` given its output.
+    fn settled(&self, catalog: &Catalog, now: Duration) -> MutexGuard<'_, Inner> {
+        let mut inner = self.lock();
+        self.settle(&mut inner, catalog, now);
+        inner
+    }
+
     fn settle(&self, inner: &mut Inner, catalog: &Catalog, now: Duration) {
         let mut outputs = Vec::new();
         for i in 0..inner.batches.len() {
@@ -163,8 +171,7 @@ impl Jobs {
         catalog: &Catalog,
         now: Duration,
     ) -> Result<Value, ApiError> {
-        let mut inner = self.lock();
-        self.settle(&mut inner, catalog, now);
+        let inner = self.settled(catalog, now);
         inner
             .batches
             .iter()
@@ -174,8 +181,7 @@ impl Jobs {
     }
 
     pub(crate) fn list_batches(&self, owner: &str, catalog: &Catalog, now: Duration) -> Value {
-        let mut inner = self.lock();
-        self.settle(&mut inner, catalog, now);
+        let inner = self.settled(catalog, now);
         Value::Array(
             inner
                 .batches
@@ -193,8 +199,7 @@ impl Jobs {
         catalog: &Catalog,
         now: Duration,
     ) -> Result<Value, ApiError> {
-        let mut inner = self.lock();
-        self.settle(&mut inner, catalog, now);
+        let mut inner = self.settled(catalog, now);
         let b = inner
             .batches
             .iter_mut()

@@ -95,19 +95,12 @@ impl FineTune {
     }
 
     fn status(&self, cfg: &FineTuneConfig, now: Duration) -> &'static str {
-        if self.cancelled.is_some_and(|c| c <= now) {
-            return "cancelled";
-        }
-        let e = now.saturating_sub(self.created);
-        if e < cfg.pending {
-            "pending"
-        } else if e < cfg.pending + cfg.queued {
-            "queued"
-        } else if e < cfg.pending + cfg.queued + cfg.running {
-            "running"
-        } else {
-            "completed"
-        }
+        let phases = [
+            (cfg.pending, "pending"),
+            (cfg.queued, "queued"),
+            (cfg.running, "running"),
+        ];
+        phase(self.created, self.cancelled, now, &phases).unwrap_or("completed", "cancelled")
     }
 
     fn json(&self, cfg: &FineTuneConfig, now: Duration) -> Value {
@@ -131,23 +124,70 @@ impl FineTune {
     }
 }
 
+/// Where a job created at `created` stands at `now`, its phases lasting
+/// the durations given in turn.
+enum Phase {
+    /// In the named phase.
+    In(&'static str),
+    /// Past every phase.
+    Done,
+    /// Cancelled before `now`.
+    Cancelled,
+}
+
+impl Phase {
+    /// The phase's name, or `done` or `cancelled`.
+    fn unwrap_or(self, done: &'static str, cancelled: &'static str) -> &'static str {
+        match self {
+            Phase::In(name) => name,
+            Phase::Done => done,
+            Phase::Cancelled => cancelled,
+        }
+    }
+}
+
+fn phase(
+    created: Duration,
+    cancelled: Option<Duration>,
+    now: Duration,
+    phases: &[(Duration, &'static str)],
+) -> Phase {
+    if cancelled.is_some_and(|c| c <= now) {
+        return Phase::Cancelled;
+    }
+    let elapsed = now.saturating_sub(created);
+    let mut end = Duration::ZERO;
+    for &(length, name) in phases {
+        end += length;
+        if elapsed < end {
+            return Phase::In(name);
+        }
+    }
+    Phase::Done
+}
+
+/// The level after each of `events` (sorted `(at, +1 or -1)`) up to `now`.
+fn levels(events: &[(Duration, i64)], now: Duration) -> impl Iterator<Item = (Duration, u64)> {
+    events
+        .iter()
+        .take_while(move |(t, _)| *t <= now)
+        .scan(0i64, |level, &(t, d)| {
+            *level += d;
+            Some((t, (*level).max(0) as u64))
+        })
+}
+
 fn terminal(status: &str) -> bool {
     matches!(status, "completed" | "cancelled" | "error" | "user_error")
 }
 
 impl Batch {
     fn status(&self, cfg: &BatchConfig, now: Duration) -> &'static str {
-        if self.cancelled.is_some_and(|c| c <= now) {
-            return "CANCELLED";
-        }
-        let e = now.saturating_sub(self.created);
-        if e < cfg.validating {
-            "VALIDATING"
-        } else if e < cfg.validating + cfg.in_progress {
-            "IN_PROGRESS"
-        } else {
-            "COMPLETED"
-        }
+        let phases = [
+            (cfg.validating, "VALIDATING"),
+            (cfg.in_progress, "IN_PROGRESS"),
+        ];
+        phase(self.created, self.cancelled, now, &phases).unwrap_or("COMPLETED", "CANCELLED")
     }
 }
 
@@ -296,26 +336,14 @@ impl Jobs {
         // Ends sort before starts at the same instant (half-open intervals).
         running.sort();
         active.sort();
-        let mut level = 0i64;
-        for (t, d) in &running {
-            if *t > now {
-                break;
-            }
-            level += d;
-            out.max_running = out.max_running.max(level as u64);
+        for (t, level) in levels(&running, now) {
+            out.max_running = out.max_running.max(level);
             match out.running_timeline.last_mut() {
-                Some(last) if last.0 == t.as_secs_f64() => last.1 = level as u64,
-                _ => out.running_timeline.push((t.as_secs_f64(), level as u64)),
+                Some(last) if last.0 == t.as_secs_f64() => last.1 = level,
+                _ => out.running_timeline.push((t.as_secs_f64(), level)),
             }
         }
-        let mut level = 0i64;
-        for (t, d) in &active {
-            if *t > now {
-                break;
-            }
-            level += d;
-            out.max_active = out.max_active.max(level as u64);
-        }
+        out.max_active = levels(&active, now).map(|(_, l)| l).max().unwrap_or(0);
         out
     }
 }

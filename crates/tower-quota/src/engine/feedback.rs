@@ -102,23 +102,23 @@ impl Engine {
                 && cell.hold_until.is_none_or(|h| h < until)
             {
                 cell.hold_until = Some(until);
+                macro_rules! holding {
+                    ($level:expr) => {
+                        tracing::event!(
+                            $level,
+                            quota = name.quota,
+                            key = name.key,
+                            ?delay,
+                            reason,
+                            "rate limit: holding"
+                        )
+                    };
+                }
                 if status.is_success() {
                     // A spent limit on a success is pacing at the limit, not an incident.
-                    tracing::debug!(
-                        quota = name.quota,
-                        key = name.key,
-                        ?delay,
-                        reason,
-                        "rate limit: holding"
-                    );
+                    holding!(tracing::Level::DEBUG);
                 } else {
-                    tracing::info!(
-                        quota = name.quota,
-                        key = name.key,
-                        ?delay,
-                        reason,
-                        "rate limit: holding"
-                    );
+                    holding!(tracing::Level::INFO);
                 }
             }
             if self.shared.is_some() && (pace_news.is_some() || hold.is_some()) {
