@@ -158,7 +158,7 @@ impl Error {
     }
 
     /// Whether this looks like "model not found": a 404 naming the model.
-    pub(crate) fn is_unknown_model(&self) -> bool {
+    pub fn is_unknown_model(&self) -> bool {
         self.inner.status == Some(StatusCode::NOT_FOUND)
             && (self.inner.param.as_deref() == Some("model")
                 || self.inner.code.as_deref() == Some("model_not_available")
@@ -175,6 +175,38 @@ impl Error {
     pub(crate) fn with_model(mut self, model: &str) -> Self {
         self.inner.model.get_or_insert_with(|| model.to_owned());
         self
+    }
+
+    /// Whether the request certainly never reached a server: refused by
+    /// the rate limiter or the configuration, or a connection that could not
+    /// be made (refused, no route, DNS). A timeout or a reset after
+    /// connecting may have reached it, so it is not counted here.
+    pub fn never_sent(&self) -> bool {
+        match self.inner.kind {
+            ErrorKind::RateLimit | ErrorKind::Config => return true,
+            ErrorKind::Transport => {}
+            _ => return false,
+        }
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = self
+            .inner
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static));
+        while let Some(e) = cur {
+            #[cfg(feature = "rustls")]
+            if e.downcast_ref::<hyper_util::client::legacy::Error>()
+                .is_some_and(hyper_util::client::legacy::Error::is_connect)
+            {
+                return true;
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::ConnectionRefused
+            {
+                return true;
+            }
+            cur = e.source();
+        }
+        false
     }
 
     /// What went wrong, broadly.
@@ -223,7 +255,10 @@ impl Error {
         &self.inner.suggestions
     }
 
-    fn advice(&self) -> String {
+    /// What to do about it, in a sentence: check the key, pick a listed
+    /// model (naming the closest), lower the rate... (also the end of
+    /// [`Display`](fmt::Display)).
+    pub fn advice(&self) -> String {
         if self.inner.kind == ErrorKind::ModelNotFound {
             return if self.inner.suggestions.is_empty() {
                 "pick a model listed by GET /v1/models".to_owned()
@@ -288,7 +323,7 @@ impl ErrorKind {
 /// As a results file records it: `status` (or null), `type` (the API's
 /// error type, else the [kind's label](ErrorKind::label) for errors without
 /// an answer), `code`, `message`, and `param`, `request_id`, `model`,
-/// `suggestions` when known. Never the key: messages are scrubbed when the
+/// `suggestions` when known, and the `advice`. Never the key: messages are scrubbed when the
 /// error is made.
 impl Serialize for Error {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -311,6 +346,7 @@ impl Serialize for Error {
         if !e.suggestions.is_empty() {
             map.serialize_entry("suggestions", &e.suggestions)?;
         }
+        map.serialize_entry("advice", &self.advice())?;
         map.end()
     }
 }
@@ -356,8 +392,14 @@ impl fmt::Display for Error {
     }
 }
 
+/// Prints what [`Display`](fmt::Display) prints, so `?` in a `main`
+/// returning `Result<(), Box<dyn Error>>` shows the helpful message; `{:#?}`
+/// shows the fields.
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !f.alternate() {
+            return fmt::Display::fmt(self, f);
+        }
         f.debug_struct("Error")
             .field("kind", &self.inner.kind)
             .field("status", &self.inner.status)
@@ -401,6 +443,10 @@ mod tests {
         assert!(text.contains("req-1"), "{text}");
         assert!(!text.contains("sk-live-123"), "{text}");
         assert!(!format!("{e:?}").contains("sk-live-123"));
+        assert!(!format!("{e:#?}").contains("sk-live-123"));
+        // `?` in main prints Debug: it says what Display says.
+        assert_eq!(format!("{e:?}"), text);
+        assert!(format!("{e:#?}").starts_with("Error {"));
         let e = Error::from_status(StatusCode::TOO_MANY_REQUESTS, b"{}", None, 4, &scrub);
         assert!(e.to_string().contains("lower the rate"));
         assert!(e.to_string().contains("after 4 retries"));

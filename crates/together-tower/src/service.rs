@@ -148,7 +148,9 @@ pub struct TogetherLayer {
 
 impl TogetherLayer {
     /// A layer sending to `base_url` (`scheme://host[:port][/prefix]`) with
-    /// `key` (or without auth when `None`).
+    /// `key` (or without auth when `None`). A base URL ending in `/v1`, as
+    /// OpenAI-compatible docs write it (`https://api.together.xyz/v1`), is
+    /// joined to `/v1/...` paths without doubling the `/v1`.
     pub fn new(base_url: &str, key: Option<ApiKey>) -> Result<Self, InvalidBaseUrl> {
         let bad = || InvalidBaseUrl(base_url.to_owned());
         let uri: Uri = base_url.trim().parse().map_err(|_| bad())?;
@@ -210,7 +212,13 @@ impl Config {
                 .path_and_query()
                 .map_or("/", PathAndQuery::as_str)
                 .to_owned();
-            let joined = format!("{}{}", self.prefix, pq);
+            // A base URL ending in /v1 (as OpenAI-compatible docs write it)
+            // and a path starting with /v1/ name the same /v1 once.
+            let prefix = match self.prefix.strip_suffix("/v1") {
+                Some(shorter) if pq.starts_with("/v1/") || pq == "/v1" => shorter,
+                _ => self.prefix.as_str(),
+            };
+            let joined = format!("{prefix}{pq}");
             let pq: PathAndQuery = joined.parse().map_err(|_| InvalidPath(pq.clone()))?;
             let uri = Uri::builder()
                 .scheme(self.scheme.clone())
@@ -304,6 +312,35 @@ mod tests {
         );
         assert_eq!(attempts.get(), 1);
         assert!(!format!("{:?}", sent.headers()).contains("k1"));
+    }
+
+    #[tokio::test]
+    async fn a_base_url_ending_in_v1_is_not_doubled() {
+        let sent = |base: &'static str, path: &'static str| async move {
+            let svc = TogetherLayer::new(base, None).unwrap().layer(service_fn(
+                |req: Request<String>| async move { Ok::<_, BoxError>(req) },
+            ));
+            let req = Request::post(path).body(String::new()).unwrap();
+            svc.oneshot(req).await.unwrap().uri().to_string()
+        };
+        let together = "https://api.together.xyz/v1";
+        assert_eq!(
+            sent(together, "/v1/chat/completions").await,
+            "https://api.together.xyz/v1/chat/completions"
+        );
+        assert_eq!(
+            sent("https://api.together.xyz/v1/", "/v1/models?x=1").await,
+            "https://api.together.xyz/v1/models?x=1"
+        );
+        // Only a /v1 the path repeats is dropped.
+        assert_eq!(
+            sent(together, "/models").await,
+            "https://api.together.xyz/v1/models"
+        );
+        assert_eq!(
+            sent("http://h/proxy/v1", "/v1/embeddings").await,
+            "http://h/proxy/v1/embeddings"
+        );
     }
 
     #[test]

@@ -261,3 +261,12 @@ fn tiers_read_the_same_everywhere() {
         .to_string();
     assert!(err.contains("tier1 .. tier5"), "{err}");
 }
+
+#[test]
+fn a_misspelled_route_kind_lists_the_known_ones() {
+    let err = Preset::from_toml("base = \"seed\"\n[routes.chats]\nrequests = \"1/s\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs a path"), "{err}");
+    assert!(err.contains("chat, completions, embeddings"), "{err}");
+}

@@ -81,7 +81,11 @@ impl Preset {
                 (None, None) => {
                     return Err(InvalidPreset::new(
                         entry,
-                        "a new route kind needs a path (e.g. path = \"/v1/rerank\")",
+                        format!(
+                            "a new route kind needs a path (e.g. path = \"/v1/rerank\"); \
+                             the kinds this preset knows: {}",
+                            self.routes.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
                     ));
                 }
             };
