@@ -116,7 +116,7 @@ impl Engine {
                 }
                 if status.is_success() {
                     // A spent limit on a success is pacing at the limit, not an incident.
-                    holding!(tracing::Level::DEBUG);
+                    holding!(tracing::Level::TRACE);
                 } else {
                     holding!(tracing::Level::INFO);
                 }
