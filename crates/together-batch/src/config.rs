@@ -48,12 +48,21 @@ pub(crate) fn split_batch_section(text: &str) -> Result<(BatchSection, String), 
                 .trim();
             in_batch = header == "batch";
             if in_batch {
+                preset.push('\n');
+                batch.push('\n');
                 continue;
             }
         }
-        let target = if in_batch { &mut batch } else { &mut preset };
+        // Each part keeps every line, blank where it is the other's, so
+        // errors name the line of the file.
+        let (target, other) = if in_batch {
+            (&mut batch, &mut preset)
+        } else {
+            (&mut preset, &mut batch)
+        };
         target.push_str(line);
         target.push('\n');
+        other.push('\n');
     }
     let section: BatchSection =
         toml::from_str(&batch).map_err(|e| format!("[batch] table: {e}"))?;
@@ -249,7 +258,8 @@ mod tests {
                 .per_second_f64(),
             60.0
         );
-        assert!(split_batch_section("[batch]\nnope = 1\n").is_err());
+        let err = split_batch_section("base = \"seed\"\n\n[batch]\nredis = 1\n").unwrap_err();
+        assert!(err.contains("line 4"), "the file's line: {err}");
     }
 
     #[test]

@@ -163,6 +163,7 @@ pub(crate) fn sim_options(
                 .expect("the simulator's keys are plain ASCII"),
         ),
         retry_failed: false,
+        keep_going: false,
         quiet,
         report: None,
         redis: None,

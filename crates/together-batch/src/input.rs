@@ -30,18 +30,24 @@ fn model_of(obj: &serde_json::Map<String, Value>) -> Option<String> {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Entry {
     Job(Job),
+    /// A line that cannot be a request: its custom_id when it had a
+    /// readable one (else none: a line number would collide with a real
+    /// custom_id), where it is, what it says of itself, and why.
     Bad {
-        custom_id: String,
+        custom_id: Option<String>,
         line: usize,
+        method: Option<String>,
+        url: Option<String>,
         message: String,
     },
 }
 
 impl Entry {
-    pub(crate) fn custom_id(&self) -> &str {
+    /// The custom_id, if the line has one.
+    pub(crate) fn custom_id(&self) -> Option<&str> {
         match self {
-            Entry::Job(j) => &j.custom_id,
-            Entry::Bad { custom_id, .. } => custom_id,
+            Entry::Job(j) => Some(&j.custom_id),
+            Entry::Bad { custom_id, .. } => custom_id.as_deref(),
         }
     }
 
@@ -70,9 +76,23 @@ pub(crate) fn parse(bytes: &[u8], endpoint: Option<&str>) -> Result<Vec<Entry>, 
 }
 
 fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Entry {
+    let raw_text: Option<Value> = serde_json::from_slice(raw).ok();
+    let field = |name: &str| {
+        raw_text
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let (method, url) = (
+        field("method"),
+        field("url").or(endpoint.map(str::to_owned)),
+    );
     let bad = |custom_id: Option<String>, message: String| Entry::Bad {
-        custom_id: custom_id.unwrap_or_else(|| line.to_string()),
+        custom_id,
         line,
+        method: method.clone(),
+        url: url.clone(),
         message: format!("line {line}: {message}"),
     };
     let value: Value = match serde_json::from_slice(raw) {
@@ -160,9 +180,10 @@ fn check_unique(entries: &[Entry]) -> Result<(), String> {
     let mut first: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
     let mut dups = Vec::new();
     for e in entries {
-        if let Some(prev) = first.insert(e.custom_id(), e.line()) {
-            first.insert(e.custom_id(), prev);
-            dups.push((e.custom_id(), prev, e.line()));
+        let Some(id) = e.custom_id() else { continue };
+        if let Some(prev) = first.insert(id, e.line()) {
+            first.insert(id, prev);
+            dups.push((id, prev, e.line()));
         }
     }
     if dups.is_empty() {
@@ -223,8 +244,18 @@ mod tests {
         assert!(msgs[0].starts_with("line 1: not valid JSON"), "{msgs:?}");
         assert!(msgs[1].contains("JSON object"));
         assert!(msgs[2].contains("must be a path"));
-        assert_eq!(entries[2].custom_id(), "x");
+        assert_eq!(entries[2].custom_id(), Some("x"));
+        assert_eq!(entries[0].custom_id(), None);
         assert!(msgs[3].contains("--endpoint"));
+    }
+
+    #[test]
+    fn a_bad_line_never_collides_with_a_real_custom_id() {
+        let text = b"{not json\n{\"custom_id\": \"1\", \"url\": \"/v1/x\", \"body\": {}}\n";
+        let entries = parse(text, None).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].custom_id(), None);
+        assert_eq!(entries[1].custom_id(), Some("1"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `together-batch`: a JSONL file of requests in, a JSONL file of results
 //! out, as fast as Together's (or any OpenAI-compatible API's) rate limits
-//! allow, with no 429 storms, nothing lost and nothing sent twice.
+//! allow, with no 429 storms, nothing lost, and nothing sent twice but what
+//! was in flight at a crash.
 //!
 //! ```text
 //! together-batch run INPUT.jsonl -o OUTPUT.jsonl [--base-url URL]
@@ -31,8 +32,11 @@
 //! # Resume
 //!
 //! Running again with the same output skips every custom_id already there:
-//! successes, and failures too unless `--retry-failed` (which removes the
-//! failure lines and sends them again). A torn last line, left by a crash,
+//! successes, and failures the server answered unless `--retry-failed`
+//! (which removes the failure lines and sends them again); failures that
+//! never reached a server are sent again. An error that would hit every
+//! line (a refused key, an unreachable base URL, an unknown route or model)
+//! stops sending what it affects (`--keep-going` does not). A torn last line, left by a crash,
 //! is cut off and its request sent again. Ctrl-C stops taking new lines and
 //! lets the requests already sent finish (a second Ctrl-C abandons them;
 //! they are sent on resume); either way the output is flushed and the
@@ -67,8 +71,9 @@
 //!
 //! # Exit status
 //!
-//! 0 when every line is answered successfully, 1 when some failed or were
-//! left unanswered (interrupted), 2 when the run could not start (nothing
+//! 0 when every line is answered successfully, 1 when some failed (in this
+//! run or an earlier one) or were left unanswered (interrupted, stopped
+//! early), 2 when the run could not start (nothing
 //! was sent).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -100,9 +105,11 @@ use crate::run::RunOptions;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log the stack's waits, holds and retries (tracing) to stderr.
-    #[arg(short, long, global = true)]
-    verbose: bool,
+    /// Log the stack's own events (holds, retries, learned paces, fast
+    /// failures) to stderr; -vv adds everything else (hyper's connection
+    /// pool, waits).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +175,11 @@ struct RunArgs {
     /// Sends again the lines whose earlier result was a failure.
     #[arg(long)]
     retry_failed: bool,
+    /// Keeps sending after an error that will hit every line (a refused
+    /// key, an unreachable base URL, an unknown route or model); by default
+    /// sending stops there and the rest is left for the next run.
+    #[arg(long)]
+    keep_going: bool,
     /// No progress (the summary is still printed).
     #[arg(short, long)]
     quiet: bool,
@@ -207,14 +219,36 @@ fn fail(msg: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// The stack's crates log at debug with -v (others only warn); -vv logs
+/// everything at trace.
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = match verbose {
+        0 => return,
+        1 => Targets::new().with_default(LevelFilter::WARN).with_targets(
+            [
+                "tower_quota",
+                "tower_quota_redis",
+                "tower_retry_after",
+                "tower_jobs",
+                "together_tower",
+                "together_batch",
+            ]
+            .map(|t| (t, LevelFilter::DEBUG)),
+        ),
+        _ => Targets::new().with_default(LevelFilter::TRACE),
+    };
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
+        .init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if cli.verbose {
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_max_level(tracing::Level::DEBUG)
-            .init();
-    }
+    init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -295,6 +329,7 @@ async fn run_command(args: RunArgs) -> ExitCode {
         api_key_env: args.api_key_env,
         api_key: None,
         retry_failed: args.retry_failed,
+        keep_going: args.keep_going,
         quiet: args.quiet,
         report: args.report,
         redis,
@@ -306,7 +341,7 @@ async fn run_command(args: RunArgs) -> ExitCode {
     match run::run(opts).await {
         Ok(report) => {
             print!("{}", report.render());
-            if report.failed == 0 && report.unanswered == 0 {
+            if report.failed == 0 && report.unanswered == 0 && report.failed_earlier == 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

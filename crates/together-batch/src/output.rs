@@ -17,6 +17,10 @@ pub(crate) struct Previous {
     pub(crate) torn_bytes: usize,
     /// Failed lines dropped for `--retry-failed`.
     pub(crate) dropped_failures: usize,
+    /// Failed lines kept: answered by a server, not sent again.
+    pub(crate) failed_earlier: usize,
+    /// Failed lines dropped because no attempt reached a server (sent again).
+    pub(crate) unsent: usize,
     /// Complete lines that were not results (skipped).
     pub(crate) unreadable: usize,
 }
@@ -31,6 +35,21 @@ pub(crate) struct Output {
 /// Whether an output line is a success: it has a `response` and no `error`.
 fn is_success(v: &Value) -> bool {
     v.get("response").is_some() && v.get("error").is_none_or(Value::is_null)
+}
+
+/// Whether a failure line's request never reached a server: it says so, or
+/// (written before the field existed) it has no status.
+fn never_reached_a_server(v: &Value) -> bool {
+    match v.get("reached_server").and_then(Value::as_bool) {
+        Some(reached) => !reached,
+        None => v.get("status").is_none_or(Value::is_null),
+    }
+}
+
+/// Whether a line records a bad input line that had no custom_id: recorded
+/// again from the input on every run.
+fn is_unnamed_bad_line(v: &Value) -> bool {
+    v.get("custom_id").is_some_and(Value::is_null) && v["error"]["type"] == "invalid_input"
 }
 
 impl Output {
@@ -69,7 +88,8 @@ impl Output {
                 .and_then(|v| v.get("custom_id"))
                 .and_then(Value::as_str);
             let Some(id) = id else {
-                if !raw.iter().all(u8::is_ascii_whitespace) {
+                let unnamed_bad = parsed.as_ref().is_some_and(is_unnamed_bad_line);
+                if !unnamed_bad && !raw.iter().all(u8::is_ascii_whitespace) {
                     prev.unreadable += 1;
                 }
                 continue;
@@ -79,16 +99,25 @@ impl Output {
                 prev.dropped_failures += 1;
                 continue;
             }
+            if !ok && parsed.as_ref().is_some_and(never_reached_a_server) {
+                prev.unsent += 1;
+                continue;
+            }
             match prev.answered.get(id) {
                 // A success already recorded wins; a later line for the same id is dropped.
                 Some(true) => continue,
                 Some(false) if !ok => continue,
                 _ => {}
             }
-            prev.answered.insert(id.to_owned(), ok);
+            if let Some(false) = prev.answered.insert(id.to_owned(), ok) {
+                prev.failed_earlier -= 1;
+            }
+            if !ok {
+                prev.failed_earlier += 1;
+            }
             keep.extend_from_slice(raw);
         }
-        let rewrite = prev.dropped_failures > 0 || keep.len() != complete;
+        let rewrite = keep.len() != complete;
         if rewrite {
             let tmp = tmp_path(path);
             std::fs::write(&tmp, &keep).map_err(|e| fail("rewrite", e))?;
@@ -159,11 +188,12 @@ mod tests {
         let p = d.join("out.jsonl");
         std::fs::write(
             &p,
-            "{\"custom_id\":\"a\",\"response\":{}}\n{\"custom_id\":\"b\",\"error\":{}}\n{\"custom_id\":\"c\",\"resp",
+            "{\"custom_id\":\"a\",\"response\":{}}\n{\"custom_id\":\"b\",\"status\":500,\"error\":{}}\n{\"custom_id\":\"c\",\"resp",
         )
         .unwrap();
         let (mut out, prev) = Output::open(&p, false).unwrap();
         assert_eq!(prev.torn_bytes, 22);
+        assert_eq!(prev.failed_earlier, 1);
         assert_eq!(prev.answered.get("a"), Some(&true));
         assert_eq!(prev.answered.get("b"), Some(&false));
         assert!(!prev.answered.contains_key("c"));
@@ -172,6 +202,31 @@ mod tests {
         let text = std::fs::read_to_string(&p).unwrap();
         assert_eq!(text.lines().count(), 3);
         assert!(text.ends_with("\"response\":1}\n"), "{text}");
+    }
+
+    #[test]
+    fn failures_that_never_reached_a_server_are_sent_again() {
+        let d = dir("unsent");
+        let p = d.join("out.jsonl");
+        let lines = [
+            r#"{"custom_id":"refused","status":null,"reached_server":false,"error":{}}"#,
+            r#"{"custom_id":"old-refused","status":null,"error":{}}"#,
+            r#"{"custom_id":"timeout","status":null,"reached_server":true,"error":{}}"#,
+            r#"{"custom_id":"answered","status":404,"reached_server":true,"error":{}}"#,
+            r#"{"custom_id":null,"line":7,"error":{"type":"invalid_input"}}"#,
+        ];
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        let (_out, prev) = Output::open(&p, false).unwrap();
+        assert_eq!(prev.unsent, 2);
+        assert_eq!(prev.failed_earlier, 2);
+        assert_eq!(
+            prev.unreadable, 0,
+            "a bad input line is re-recorded, not unreadable"
+        );
+        let mut kept: Vec<_> = prev.answered.keys().cloned().collect();
+        kept.sort();
+        assert_eq!(kept, ["answered", "timeout"]);
+        assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 2);
     }
 
     #[test]

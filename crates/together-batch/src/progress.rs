@@ -42,6 +42,9 @@ impl Progress {
     /// Shows `done` of the total and `msg`; plain lines only every `every`
     /// unless `force`.
     pub(crate) fn update(&mut self, done: u64, total: u64, msg: &str, force: bool) {
+        if total == 0 {
+            return; // nothing to send: no 0/0 line
+        }
         match self {
             Progress::Quiet => {}
             Progress::Bar(bar) => {

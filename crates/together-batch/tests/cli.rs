@@ -56,9 +56,26 @@ async fn a_malformed_line_is_recorded_with_its_line_number_and_the_rest_proceed(
     let lines = read_output(&output);
     assert_eq!(lines.len(), 5);
     let by_id = |id: &str| lines.iter().find(|l| l["custom_id"] == id).unwrap().clone();
-    // The torn JSON on line 2 has no readable custom_id: it is named by its line.
-    let two = by_id("2");
-    assert_eq!(two["line"], 2);
+    // The torn JSON on line 2 has no readable custom_id, and gets none (a
+    // line number could be a real custom_id): it is found by its line.
+    let two = lines.iter().find(|l| l["line"] == 2).unwrap().clone();
+    assert_eq!(two["custom_id"], serde_json::Value::Null);
+    // Bad lines carry the same fields as the others.
+    for field in [
+        "custom_id",
+        "line",
+        "method",
+        "url",
+        "status",
+        "attempts",
+        "error",
+    ] {
+        assert!(two.get(field).is_some(), "{field}: {two}");
+    }
+    assert_eq!(two["status"], serde_json::Value::Null);
+    // And they are shown on screen.
+    assert!(stderr.contains("line 2: not valid JSON"), "{stderr}");
+    assert!(stderr.contains("line 4: url"), "{stderr}");
     assert_eq!(two["error"]["type"], "invalid_input");
     assert!(
         two["error"]["message"]
@@ -200,12 +217,19 @@ async fn failures_are_skipped_on_resume_unless_retry_failed() {
     );
     assert_eq!(failed["error"]["attempts"], 1);
 
-    // Without --retry-failed, nothing is sent again.
+    // Without --retry-failed, nothing is sent again, and the run says the
+    // output still holds a failure (exit 1), not that all is well.
     write_input(chat_body(2));
     let out = run(Some("test-key"), &args).await;
-    assert!(texts(&out).0.contains("2 already answered"));
+    let (stdout, _) = texts(&out);
+    assert!(stdout.contains("2 already answered"), "{stdout}");
+    assert!(
+        stdout.contains("1 of them failed earlier: run with --retry-failed"),
+        "{stdout}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert_eq!(read_output(&output), first);
-    assert_eq!(sim.stats().total_requests, 2);
+    assert_eq!(sim.stats().custom_ids["fix-me"].answered, 1);
 
     // With it, the failure is sent again and its line replaced.
     let mut retry = args.clone();
@@ -250,10 +274,15 @@ async fn the_api_key_never_appears_in_output_report_progress_or_logs() {
         cmd.env(env, key);
         let out = cmd.output().await.unwrap();
         let (stdout, stderr) = texts(&out);
-        assert!(
-            stderr.contains("together-batch: 30/30"),
-            "no progress: {stderr}"
-        );
+        if key == WRONG {
+            // A refused key stops the run early, saying so.
+            assert!(stderr.contains("the API key was refused (401"), "{stderr}");
+        } else {
+            assert!(
+                stderr.contains("together-batch: 30/30"),
+                "no progress: {stderr}"
+            );
+        }
         let written = std::fs::read_to_string(&output).unwrap();
         let report = std::fs::read_to_string(&report).unwrap();
         for text in [&stdout, &stderr, &written, &report] {

@@ -16,6 +16,8 @@ use crate::config;
 /// The stack, its limits and rate-limit layer, and the 429s it saw.
 pub(crate) struct Client {
     pub(crate) service: ClientService,
+    /// The typed client over the same stack (the model list, for suggestions).
+    pub(crate) together: TogetherClient,
     pub(crate) limits: Limits,
     /// The stack's rate-limit layer: its snapshots show the learned paces.
     pub(crate) quota: RateLimitLayer,
@@ -94,6 +96,7 @@ pub(crate) fn build(opts: &RunOptions, key: &ApiKey) -> Result<Client, String> {
         .map_err(|e| key.scrub(&e.to_string()))?;
     Ok(Client {
         service: client.service(),
+        together: client,
         limits,
         quota,
         responses_429,

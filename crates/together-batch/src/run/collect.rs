@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::client::Client;
-use super::feed::{Done, Feeders};
+use super::feed::Feeders;
 use super::options::RunOptions;
 use super::plan::save_paces;
+use super::send::Done;
+use super::stop::early_stop;
 use crate::output::Output;
 use crate::progress::Progress;
 
@@ -38,7 +40,7 @@ impl Stats {
         self.answered += 1;
         self.attempts += u64::from(done.attempts);
         self.last = since_start;
-        if done.ok {
+        if done.ok() {
             self.ok += 1;
         } else {
             self.failed += 1;
@@ -53,14 +55,24 @@ impl Stats {
         }
     }
 
-    /// Answers per second over the last [`RATE_WINDOW`].
-    fn recent_rate(&self, now: Instant, elapsed: Duration) -> f64 {
-        let recent = self
+    /// Answers per second over the last [`RATE_WINDOW`]: the intervals
+    /// between them over the time they span (answers bunch: counting them
+    /// over the window would read above the pace they were sent at).
+    fn recent_rate(&self, now: Instant) -> f64 {
+        let mut recent = self
             .recent
             .iter()
-            .filter(|t| now.duration_since(**t) <= RATE_WINDOW)
-            .count() as f64;
-        recent / elapsed.min(RATE_WINDOW).as_secs_f64().max(0.001)
+            .filter(|t| now.duration_since(**t) <= RATE_WINDOW);
+        let Some(first) = recent.next() else {
+            return 0.0;
+        };
+        let (n, last) = recent.fold((0u32, *first), |(n, _), t| (n + 1, *t));
+        let span = last.duration_since(*first).as_secs_f64();
+        if n == 0 || span <= 0.0 {
+            0.0
+        } else {
+            f64::from(n) / span
+        }
     }
 }
 
@@ -78,6 +90,19 @@ pub(crate) struct Tally {
     pub(crate) statuses: BTreeMap<u16, u64>,
     pub(crate) interrupted: bool,
     pub(crate) wall: Duration,
+    /// Failures by status and type, with a count and an example.
+    pub(crate) reasons: BTreeMap<(u16, String), Reason>,
+    /// Why sending stopped early, if it did.
+    pub(crate) stops: Vec<String>,
+}
+
+/// One kind of failure in the summary.
+#[derive(Debug, Clone)]
+pub(crate) struct Reason {
+    pub(crate) count: u64,
+    pub(crate) example: String,
+    pub(crate) message: String,
+    pub(crate) advice: String,
 }
 
 /// What the collector reads besides the results.
@@ -118,16 +143,29 @@ pub(crate) async fn collect(
                     continue;
                 }
                 tally.record(cx, &d, start);
+                if !cx.opts.keep_going
+                    && let Some(stop) = early_stop(cx.opts, &cx.client.together, &d).await
+                    && feeders.block(|b| stop.apply(b))
+                {
+                    if let (Some(advice), Some(e)) = (&stop.advice, &d.error) {
+                        let kind = e.api_type().map_or_else(|| e.kind().label().to_owned(), str::to_owned);
+                        if let Some(reason) = tally.reasons.get_mut(&(d.status, kind)) {
+                            reason.advice.clone_from(advice);
+                        }
+                    }
+                    progress.note(&stop.why);
+                    tally.stops.push(stop.why);
+                }
             }
             Some(()) = signals.recv() => {
                 interrupts += 1;
                 if interrupts == 1 {
                     feeders.stop();
                     progress.note(&format!(
-                        "Ctrl-C: taking no new lines; waiting for the requests already sent \
-                         (about {} in flight; Ctrl-C again to abandon them: they stay \
-                         unanswered and are sent on resume)",
-                        feeders.in_flight()
+                        "Ctrl-C: taking no new lines; waiting for the {} request(s) already \
+                         sent (those still queued for quota are dropped; Ctrl-C again to \
+                         abandon them all: they stay unanswered and are sent on resume)",
+                        feeders.sent_in_flight()
                     ));
                 } else {
                     feeders.abandon();
@@ -167,10 +205,24 @@ impl Tally {
         self.done += 1;
         *self.statuses.entry(d.status).or_default() += 1;
         self.retries += u64::from(d.attempts.saturating_sub(1));
-        if d.ok {
-            self.ok += 1;
-        } else {
-            self.failed += 1;
+        match &d.error {
+            None => self.ok += 1,
+            Some(e) => {
+                self.failed += 1;
+                let kind = e
+                    .api_type()
+                    .map_or_else(|| e.kind().label().to_owned(), str::to_owned);
+                let reason = self
+                    .reasons
+                    .entry((d.status, kind))
+                    .or_insert_with(|| Reason {
+                        count: 0,
+                        example: d.custom_id.clone(),
+                        message: e.message().to_owned(),
+                        advice: e.advice(),
+                    });
+                reason.count += 1;
+            }
         }
         if cx.learned.contains_key(&d.route)
             && let Some(model) = &d.model
@@ -202,14 +254,16 @@ fn ctrl_c() -> mpsc::UnboundedReceiver<()> {
 /// its learned paces), the ETA, 429s, retries, failures.
 fn status_line(cx: &Context<'_>, tally: &Tally, start: Instant) -> String {
     let now = Instant::now();
-    let elapsed = start.elapsed();
+    let _ = start;
     let snapshot = cx.client.quota.snapshot();
     let mut parts = Vec::new();
     let mut eta = 0.0f64;
     for (route, st) in &tally.routes {
-        let rate = st.recent_rate(now, elapsed);
+        let rate = st.recent_rate(now);
         let left = st.total.saturating_sub(st.answered) as f64;
         if let Some(q) = cx.rates.get(route) {
+            // Sent at most at the quota: more is the answers' jitter.
+            let rate = rate.min(*q);
             parts.push(format!("{} {rate:.1}/{q:.1} per s", short(route)));
             eta = eta.max(left / q);
             continue;

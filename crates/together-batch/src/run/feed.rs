@@ -1,40 +1,31 @@
 //! Feeding the stack: one feeder per route, each with its own in-flight
-//! cap (a slow route never starves a fast one), each job sent once through
-//! the stack and its result line handed to the collector.
+//! cap (a slow route never starves a fast one). A feeder admits its jobs to
+//! the stack in input order (the rate limiter queues them FIFO), then each
+//! job's answer is read in its own task and handed to the collector.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
-use http::{HeaderValue, Request};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use together_tower::service::Attempts;
 use together_tower::{ApiKey, ClientService, Error};
-use tokio::sync::{Semaphore, mpsc, watch};
-use tower::ServiceExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tower::{Service, ServiceExt};
 
 use super::plan::RouteJobs;
+use super::send::{Done, ResponseFuture, answer, request, unix_ms};
+use super::stop::Blocked;
 use crate::input::Job;
-
-/// A job's result, as the collector takes it.
-pub(crate) struct Done {
-    pub(crate) route: String,
-    pub(crate) model: Option<String>,
-    pub(crate) ok: bool,
-    /// The HTTP status (0: no answer).
-    pub(crate) status: u16,
-    pub(crate) attempts: u32,
-    /// The output line.
-    pub(crate) line: Value,
-}
 
 /// The running feeders: their results, and the switches that stop them.
 pub(crate) struct Feeders {
     pub(crate) results: mpsc::UnboundedReceiver<Done>,
     stop: watch::Sender<bool>,
     abandon: watch::Sender<bool>,
-    in_flight: Arc<AtomicU64>,
+    blocked: watch::Sender<Blocked>,
+    in_flight: InFlight,
 }
 
 impl Feeders {
@@ -50,9 +41,40 @@ impl Feeders {
         let _ = self.abandon.send(true);
     }
 
-    /// Jobs taken and not yet answered (sent or queued for quota).
-    pub(crate) fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
+    /// Sends nothing more that `change` blocks (what is queued and not yet
+    /// sent is dropped); whether anything new was blocked.
+    pub(crate) fn block(&self, change: impl FnOnce(&mut Blocked) -> bool) -> bool {
+        self.blocked.send_if_modified(change)
+    }
+
+    /// Requests sent (an attempt went out) and not yet answered.
+    pub(crate) fn sent_in_flight(&self) -> usize {
+        self.in_flight.sent()
+    }
+}
+
+/// The jobs taken and not yet answered, with their attempt counters.
+#[derive(Clone, Default)]
+struct InFlight(Arc<Mutex<HashMap<u64, Attempts>>>);
+
+impl InFlight {
+    fn insert(&self, id: u64, attempts: Attempts) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, attempts);
+    }
+
+    fn remove(&self, id: u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    fn sent(&self) -> usize {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.values().filter(|a| a.get() > 0).count()
     }
 }
 
@@ -66,7 +88,9 @@ pub(crate) fn start(
     let (tx, results) = mpsc::unbounded_channel::<Done>();
     let (stop, stop_rx) = watch::channel(false);
     let (abandon, abandon_rx) = watch::channel(false);
-    let in_flight = Arc::new(AtomicU64::new(0));
+    let (blocked, blocked_rx) = watch::channel(Blocked::default());
+    let in_flight = InFlight::default();
+    let ids = Arc::new(AtomicU64::new(0));
     for RouteJobs { route, jobs } in routes {
         let feeder = Feeder {
             route,
@@ -75,7 +99,9 @@ pub(crate) fn start(
             results: tx.clone(),
             stop: stop_rx.clone(),
             abandon: abandon_rx.clone(),
+            blocked: blocked_rx.clone(),
             in_flight: in_flight.clone(),
+            ids: ids.clone(),
             slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
         };
         tokio::spawn(feeder.run(jobs));
@@ -84,6 +110,7 @@ pub(crate) fn start(
         results,
         stop,
         abandon,
+        blocked,
         in_flight,
     }
 }
@@ -97,58 +124,92 @@ struct Feeder {
     results: mpsc::UnboundedSender<Done>,
     stop: watch::Receiver<bool>,
     abandon: watch::Receiver<bool>,
-    in_flight: Arc<AtomicU64>,
+    blocked: watch::Receiver<Blocked>,
+    in_flight: InFlight,
+    ids: Arc<AtomicU64>,
     slots: Arc<Semaphore>,
 }
 
 impl Feeder {
+    /// Admits the jobs in input order, each once a slot is free.
     async fn run(mut self, jobs: Vec<Job>) {
         for job in jobs {
             if *self.stop.borrow() {
                 break;
             }
+            if self.is_blocked(&job) {
+                continue; // left unanswered: sent on the next run
+            }
             let permit = tokio::select! {
                 p = self.slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
                 _ = self.stop.wait_for(|s| *s) => break,
             };
-            self.in_flight.fetch_add(1, Ordering::Relaxed);
+            let attempts = Attempts::default();
+            let response = match request(&job, &attempts) {
+                Ok(req) => match self.service.ready().await {
+                    // Called here, in input order: the rate limiter queues it now.
+                    Ok(svc) => Ok(svc.call(req)),
+                    Err(e) => Err(Error::from_service(e, 0, &|t| self.key.scrub(&t))),
+                },
+                Err(e) => Err(Error::config(e)),
+            };
+            let id = self.ids.fetch_add(1, Ordering::Relaxed);
+            self.in_flight.insert(id, attempts.clone());
             let one = self.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                one.send(job).await;
-            });
+            tokio::spawn(one.finish(id, job, attempts, response, permit));
         }
     }
 
-    /// Sends `job` and hands its result on, unless stopped before it went
-    /// out (or abandoned): then it stays unanswered.
-    async fn send(mut self, job: Job) {
-        let attempts = Attempts::default();
+    fn is_blocked(&self, job: &Job) -> bool {
+        self.blocked
+            .borrow()
+            .blocks(&self.route, job.model.as_deref())
+    }
+
+    /// Waits for `job`'s answer and hands its result on, unless it is
+    /// dropped before it went out (stopped, blocked) or abandoned: then it
+    /// stays unanswered.
+    async fn finish(
+        mut self,
+        id: u64,
+        job: Job,
+        attempts: Attempts,
+        response: Result<ResponseFuture, Error>,
+        _permit: OwnedSemaphorePermit,
+    ) {
         let started_at = unix_ms();
         let t0 = Instant::now();
-        let fut = send(self.service.clone(), &job, attempts.clone(), &self.key);
+        let fut = answer(response, &attempts, &self.key);
         tokio::pin!(fut);
+        let (route, model) = (self.route.clone(), job.model.clone());
         let mut stopping = false;
+        let mut blocked = false;
         let result = loop {
             tokio::select! {
                 biased;
                 _ = self.abandon.wait_for(|a| *a) => break None,
                 r = &mut fut => break Some(r),
                 _ = self.stop.wait_for(|s| *s), if !stopping => {
-                    // Not sent yet (still queued for its quota): drop it,
-                    // it stays unanswered and goes out on resume.
                     if attempts.get() == 0 {
                         break None;
                     }
                     stopping = true;
                 }
+                _ = self.blocked.wait_for(|b| b.blocks(&route, model.as_deref())), if !blocked => {
+                    if attempts.get() == 0 {
+                        break None;
+                    }
+                    blocked = true;
+                }
             }
         };
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.in_flight.remove(id);
         let Some(sent) = result else {
             return;
         };
         let tries = attempts.get();
+        let reached_server = sent.status != 0
+            || (tries > 0 && sent.outcome.as_ref().err().is_none_or(|e| !e.never_sent()));
         let mut line = json!({
             "custom_id": job.custom_id,
             "line": job.line,
@@ -158,90 +219,30 @@ impl Feeder {
             "attempts": tries,
             "started_at_ms": started_at,
             "elapsed_ms": (t0.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            "reached_server": reached_server,
         });
-        let ok = sent.outcome.is_ok();
-        line[if ok { "response" } else { "error" }] = match sent.outcome {
-            Ok(body) => body,
+        let error = match sent.outcome {
+            Ok(body) => {
+                line["response"] = body;
+                None
+            }
             Err(error) => {
                 let mut value = serde_json::to_value(&error).unwrap_or(Value::Null);
                 if let Some(obj) = value.as_object_mut() {
                     obj.insert("attempts".to_owned(), json!(tries));
                 }
-                value
+                line["error"] = value;
+                Some(error)
             }
         };
         let _ = self.results.send(Done {
-            route: self.route,
-            model: job.model.clone(),
-            ok,
+            route,
+            model,
+            custom_id: job.custom_id,
             status: sent.status,
             attempts: tries,
             line,
+            error,
         });
-    }
-}
-
-/// What one job came to: the status (0: no answer) and the body or error.
-struct Sent {
-    status: u16,
-    outcome: Result<Value, Error>,
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Sends one job through the stack; errors are together-tower's, scrubbed
-/// of the key.
-async fn send(service: ClientService, job: &Job, attempts: Attempts, key: &ApiKey) -> Sent {
-    let scrub = |text: String| key.scrub(&text);
-    let no_answer = |outcome| Sent { status: 0, outcome };
-    let mut req = Request::builder()
-        .method(job.method.clone())
-        .uri(job.path.as_str());
-    if let Ok(v) = HeaderValue::from_str(&job.custom_id) {
-        req = req.header("x-custom-id", v);
-    }
-    let mut req = match req.body(job.body.clone()) {
-        Ok(r) => r,
-        Err(e) => return no_answer(Err(Error::config(e))),
-    };
-    req.extensions_mut().insert(attempts.clone());
-    let res = match service.oneshot(req).await {
-        Ok(res) => res,
-        Err(e) => return no_answer(Err(Error::from_service(e, attempts.retries(), &scrub))),
-    };
-    let status = res.status();
-    let request_id = res
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let bytes = match res.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return Sent {
-                status: status.as_u16(),
-                outcome: Err(Error::from_service(e, attempts.retries(), &scrub)),
-            };
-        }
-    };
-    let outcome = if status.is_success() {
-        Ok(serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())))
-    } else {
-        Err(Error::from_status(
-            status,
-            &bytes,
-            request_id,
-            attempts.retries(),
-            &scrub,
-        ))
-    };
-    Sent {
-        status: status.as_u16(),
-        outcome,
     }
 }

@@ -12,7 +12,10 @@ mod collect;
 mod feed;
 mod options;
 mod plan;
+mod render;
 mod report;
+mod send;
+mod stop;
 
 pub(crate) use options::RunOptions;
 pub(crate) use report::Report;
@@ -35,8 +38,12 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
 
     let total = plan.total;
     let mut progress = Progress::new(total, opts.quiet, opts.progress_every);
+    notes.extend(plan::bad_line_notes(&plan));
     for note in &notes {
         progress.note(note);
+    }
+    if total == 0 {
+        progress.note("nothing to send: every line is already answered");
     }
     if plan.skipped > 0 {
         progress.note(&format!(
@@ -65,7 +72,16 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
     };
     let tally = collect::collect(&cx, feeders, &mut out, &mut progress, tally, total).await?;
 
-    let report = Report::new(&opts, &plan, &tally, &client, &rates, &learned);
+    let failed_earlier = prev.failed_earlier as u64;
+    let report = Report::new(
+        &opts,
+        failed_earlier,
+        &plan,
+        &tally,
+        &client,
+        &rates,
+        &learned,
+    );
     report.write(&opts)?;
     Ok(report)
 }

@@ -20,6 +20,9 @@ pub(crate) struct RunOptions {
     /// Only for in-process runs (demo, bench); the CLI reads the environment.
     pub(crate) api_key: Option<ApiKey>,
     pub(crate) retry_failed: bool,
+    /// Sends every line even after an error that will hit them all (a
+    /// refused key, an unreachable base URL, an unknown route or model).
+    pub(crate) keep_going: bool,
     pub(crate) quiet: bool,
     pub(crate) report: Option<PathBuf>,
     pub(crate) redis: Option<String>,

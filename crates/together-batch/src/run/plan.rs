@@ -63,7 +63,10 @@ pub(crate) fn partition(entries: Vec<Entry>, prev: &Previous, limits: &Limits) -
     let mut routes: Vec<RouteJobs> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for entry in entries {
-        if prev.answered.contains_key(entry.custom_id()) {
+        if entry
+            .custom_id()
+            .is_some_and(|id| prev.answered.contains_key(id))
+        {
             skipped += 1;
             continue;
         }
@@ -71,11 +74,19 @@ pub(crate) fn partition(entries: Vec<Entry>, prev: &Previous, limits: &Limits) -
             Entry::Bad {
                 custom_id,
                 line,
+                method,
+                url,
                 message,
             } => bad.push(json!({
                 "custom_id": custom_id,
                 "line": line,
+                "method": method,
+                "url": url,
+                "status": null,
                 "attempts": 0,
+                "started_at_ms": null,
+                "elapsed_ms": null,
+                "reached_server": false,
                 "error": {"status": null, "type": "invalid_input", "message": message},
             })),
             Entry::Job(job) => {
@@ -101,10 +112,37 @@ pub(crate) fn partition(entries: Vec<Entry>, prev: &Previous, limits: &Limits) -
     }
 }
 
+/// The bad input lines to show on screen: the first few, then a count.
+pub(crate) fn bad_line_notes(plan: &Plan) -> Vec<String> {
+    const SHOWN: usize = 5;
+    let message = |v: &Value| v["error"]["message"].as_str().unwrap_or("").to_owned();
+    let mut notes: Vec<String> = plan.bad.iter().take(SHOWN).map(message).collect();
+    if plan.bad.len() > SHOWN {
+        notes.push(format!(
+            "... and {} more bad input line(s) (each recorded in the output)",
+            plan.bad.len() - SHOWN
+        ));
+    }
+    notes
+}
+
 /// What resuming found in the output, to say before sending.
 pub(crate) fn resume_notes(prev: &Previous, opts: &RunOptions) -> Vec<String> {
     let output = opts.output.display();
     let mut notes = Vec::new();
+    if prev.unsent > 0 {
+        notes.push(format!(
+            "{} line(s) of {output} failed without reaching a server (refused connection, \
+             bad configuration): sending them again",
+            prev.unsent
+        ));
+    }
+    if prev.failed_earlier > 0 {
+        notes.push(format!(
+            "{} line(s) failed earlier: run with --retry-failed to send them again",
+            prev.failed_earlier
+        ));
+    }
     if prev.torn_bytes > 0 {
         notes.push(format!(
             "cut a torn last line ({} bytes) from {output}: its request will be sent again",

@@ -51,12 +51,27 @@ pub(crate) struct ModelReport {
     pub(crate) source: Option<String>,
 }
 
+/// One kind of failure: how many, one custom_id, what the API said, what to do.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FailureReport {
+    /// The HTTP status (`null`: no answer).
+    pub(crate) status: Option<u16>,
+    #[serde(rename = "type")]
+    pub(crate) kind: String,
+    pub(crate) count: u64,
+    pub(crate) example_custom_id: String,
+    pub(crate) message: String,
+    pub(crate) advice: String,
+}
+
 /// The final summary (`--report` writes it as JSON).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {
     pub(crate) input: String,
     pub(crate) output: String,
     pub(crate) preset: String,
+    /// Where the limits came from: a file, a tier, the default.
+    pub(crate) limits_from: String,
     pub(crate) time_scale: f64,
     pub(crate) shared_through_redis: bool,
     /// Non-blank input lines.
@@ -68,6 +83,13 @@ pub(crate) struct Report {
     pub(crate) failed: u64,
     /// Lines that could not be read as requests.
     pub(crate) bad_input: u64,
+    /// Lines the output already records as failed (not sent again unless
+    /// `--retry-failed`); they count against the exit status.
+    pub(crate) failed_earlier: u64,
+    /// The most frequent failures of this run, with an example each.
+    pub(crate) failure_reasons: Vec<FailureReport>,
+    /// Why sending stopped early (an error that would hit every line).
+    pub(crate) stopped_early: Vec<String>,
     /// Lines left without an answer (interrupted); sent on resume.
     pub(crate) unanswered: u64,
     pub(crate) interrupted: bool,
@@ -86,107 +108,6 @@ pub(crate) struct Report {
     pub(crate) models: Vec<ModelReport>,
 }
 
-impl Report {
-    /// The human summary.
-    pub(crate) fn render(&self) -> String {
-        use std::fmt::Write as _;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "together-batch: {} lines: {} ok, {} failed ({} bad input), {} already answered, {} unanswered{}",
-            self.lines,
-            self.ok,
-            self.failed,
-            self.bad_input,
-            self.skipped,
-            self.unanswered,
-            if self.interrupted {
-                " (interrupted: run again to send them)"
-            } else {
-                ""
-            }
-        );
-        let ideal = match (self.ideal_secs, self.ideal_pct) {
-            (Some(i), Some(p)) => format!(" (ideal {i:.2} s: {p:.1}% of the ideal rate)"),
-            _ => String::new(),
-        };
-        let _ = writeln!(
-            s,
-            "wall time {:.2} s{ideal}; 429s {}; retries {}; limits: {}{}{}",
-            self.wall_secs,
-            self.responses_429,
-            self.retries,
-            self.preset,
-            if self.time_scale == 1.0 {
-                String::new()
-            } else {
-                format!(" x{}", self.time_scale)
-            },
-            if self.shared_through_redis {
-                ", shared through Redis"
-            } else {
-                ""
-            }
-        );
-        if !self.routes.is_empty() {
-            let _ = writeln!(
-                s,
-                "{:<28} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>9}",
-                "route",
-                "ok",
-                "failed",
-                "sent",
-                "rate/s",
-                "quota/s",
-                "of quota",
-                "ideal s",
-                "of ideal"
-            );
-            for r in &self.routes {
-                let opt = |v: Option<f64>, unit: &str| match v {
-                    Some(v) => format!("{v:.1}{unit}"),
-                    None => "-".to_owned(),
-                };
-                let _ = writeln!(
-                    s,
-                    "{:<28} {:>8} {:>8} {:>8} {:>10.2} {:>10} {:>9} {:>9} {:>9}",
-                    r.route,
-                    r.ok,
-                    r.failed,
-                    r.attempts,
-                    r.achieved_per_sec,
-                    opt(r.quota_per_sec, ""),
-                    opt(r.quota_pct, "%"),
-                    r.ideal_secs.map_or("-".to_owned(), |v| format!("{v:.2}")),
-                    opt(r.ideal_pct, "%"),
-                );
-            }
-        }
-        if !self.models.is_empty() {
-            let _ = writeln!(
-                s,
-                "{:<28} {:<44} {:>8} {:>8} {:>10} {:>10}  source",
-                "route", "model", "ok", "sent", "rate/s", "learned/s"
-            );
-            for m in &self.models {
-                let _ = writeln!(
-                    s,
-                    "{:<28} {:<44} {:>8} {:>8} {:>10.2} {:>10}  {}",
-                    m.route,
-                    m.model,
-                    m.ok,
-                    m.attempts,
-                    m.achieved_per_sec,
-                    m.learned_per_sec
-                        .map_or("-".to_owned(), |v| format!("{v:.2}")),
-                    m.source.as_deref().unwrap_or("-"),
-                );
-            }
-        }
-        s
-    }
-}
-
 /// Achieved requests per second over `secs`: the intervals between attempts.
 fn achieved(st: &Stats) -> (f64, f64) {
     let secs = st.last.as_secs_f64();
@@ -195,9 +116,10 @@ fn achieved(st: &Stats) -> (f64, f64) {
 }
 
 impl Report {
-    /// Sums up a run.
+    /// Sums up a run; `failed_earlier` failures were already in the output.
     pub(crate) fn new(
         opts: &RunOptions,
+        failed_earlier: u64,
         plan: &Plan,
         tally: &Tally,
         client: &Client,
@@ -211,7 +133,10 @@ impl Report {
                 let (secs, achieved) = achieved(st);
                 let intervals = st.attempts.saturating_sub(1) as f64;
                 let quota = rates.get(route).copied();
-                let ideal = quota.map(|q| intervals / q);
+                // An ideal needs two requests and some success to mean anything.
+                let ideal = quota
+                    .filter(|_| intervals >= 1.0 && st.ok > 0)
+                    .map(|q| intervals / q);
                 RouteReport {
                     route: route.clone(),
                     answered: st.answered,
@@ -248,11 +173,26 @@ impl Report {
             })
             .collect();
         let ideal_secs = routes.iter().filter_map(|r| r.ideal_secs).reduce(f64::max);
+        let mut reasons: Vec<FailureReport> = tally
+            .reasons
+            .iter()
+            .map(|((status, kind), r)| FailureReport {
+                status: (*status != 0).then_some(*status),
+                kind: kind.clone(),
+                count: r.count,
+                example_custom_id: r.example.clone(),
+                message: r.message.clone(),
+                advice: r.advice.clone(),
+            })
+            .collect();
+        reasons.sort_by_key(|r| std::cmp::Reverse(r.count));
+        reasons.truncate(5);
         let wall_secs = tally.wall.as_secs_f64();
         Report {
             input: opts.input.display().to_string(),
             output: opts.output.display().to_string(),
             preset: opts.limits.preset.name().to_owned(),
+            limits_from: opts.limits.origin.clone(),
             time_scale: opts.time_scale,
             shared_through_redis: opts.redis.is_some(),
             lines: plan.lines,
@@ -260,6 +200,9 @@ impl Report {
             ok: tally.ok,
             failed: tally.failed,
             bad_input: plan.bad.len() as u64,
+            failed_earlier,
+            failure_reasons: reasons,
+            stopped_early: tally.stops.clone(),
             unanswered: plan.total - tally.done,
             interrupted: tally.interrupted,
             wall_secs,

@@ -1,0 +1,110 @@
+//! Sending one job through the stack and reading its answer.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::{HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use together_tower::service::Attempts;
+use together_tower::{ApiKey, BoxError, ClientService, Error, HttpBody};
+use tower::Service;
+
+use crate::input::Job;
+
+pub(super) type ResponseFuture = <ClientService as Service<Request<String>>>::Future;
+
+/// What one job came to: the status (0: no answer) and the body or error.
+pub(super) struct Sent {
+    pub(super) status: u16,
+    pub(super) outcome: Result<Value, Error>,
+}
+
+pub(super) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The request for `job`, counting its attempts.
+pub(super) fn request(job: &Job, attempts: &Attempts) -> Result<Request<String>, http::Error> {
+    let mut req = Request::builder()
+        .method(job.method.clone())
+        .uri(job.path.as_str());
+    if let Ok(v) = HeaderValue::from_str(&job.custom_id) {
+        req = req.header("x-custom-id", v);
+    }
+    let mut req = req.body(job.body.clone())?;
+    req.extensions_mut().insert(attempts.clone());
+    Ok(req)
+}
+
+/// Reads the answer; errors are together-tower's, scrubbed of the key.
+pub(super) async fn answer(
+    response: Result<ResponseFuture, Error>,
+    attempts: &Attempts,
+    key: &ApiKey,
+) -> Sent {
+    let scrub = |text: String| key.scrub(&text);
+    let failed = |status: u16, e: BoxError| Sent {
+        status,
+        outcome: Err(Error::from_service(e, attempts.retries(), &scrub)),
+    };
+    let res: Response<HttpBody> = match response {
+        Ok(fut) => match fut.await {
+            Ok(res) => res,
+            Err(e) => return failed(0, e),
+        },
+        Err(e) => {
+            return Sent {
+                status: 0,
+                outcome: Err(e),
+            };
+        }
+    };
+    let status = res.status();
+    let request_id = res
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = match res.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return failed(status.as_u16(), e),
+    };
+    let outcome = if status.is_success() {
+        Ok(serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(key.scrub(&String::from_utf8_lossy(&bytes)))))
+    } else {
+        Err(Error::from_status(
+            status,
+            &bytes,
+            request_id,
+            attempts.retries(),
+            &scrub,
+        ))
+    };
+    Sent {
+        status: status.as_u16(),
+        outcome,
+    }
+}
+
+/// A job's result, as the collector takes it.
+pub(crate) struct Done {
+    pub(crate) route: String,
+    pub(crate) model: Option<String>,
+    pub(crate) custom_id: String,
+    /// The HTTP status (0: no answer).
+    pub(crate) status: u16,
+    pub(crate) attempts: u32,
+    /// The output line.
+    pub(crate) line: Value,
+    /// Why it failed; `None` for a success.
+    pub(crate) error: Option<Error>,
+}
+
+impl Done {
+    pub(crate) fn ok(&self) -> bool {
+        self.error.is_none()
+    }
+}
