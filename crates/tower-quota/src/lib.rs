@@ -84,8 +84,8 @@ pub use config::{
     RateFile, RouteFile, UnmatchedFile,
 };
 pub use config::{
-    DEFAULT_CATCH_UP, DEFAULT_HOLD, DEFAULT_SAFETY_MARGIN, InvalidConfig, LimitRow, Limits,
-    LimitsBuilder, Quota, Route, Unmatched,
+    DEFAULT_CATCH_UP, DEFAULT_HOLD, DEFAULT_MAX_HOLD, DEFAULT_SAFETY_MARGIN, InvalidConfig,
+    LimitRow, Limits, LimitsBuilder, Quota, Route, Unmatched,
 };
 pub use cost::{Cost, CostFn, KeyBy, TokenEstimate};
 pub use layer::RateLimitLayer;

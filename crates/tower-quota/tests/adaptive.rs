@@ -132,8 +132,23 @@ async fn the_binding_header_limit_paces_from_the_next_grant() {
 
 #[tokio::test(start_paused = true)]
 async fn openai_headers_count_per_minute_and_hold_on_a_spent_limit() {
+    for (max_hold, expected) in [(None, 60), (Some(600), 359)] {
+        openai_spent_limit_holds(max_hold, expected).await;
+    }
+}
+
+/// A spent OpenAI limit resetting in 6 minutes holds for the reset, up to
+/// the layer's cap (60 s unless raised).
+async fn openai_spent_limit_holds(max_hold: Option<u64>, expected_secs: u64) {
     let log = Arc::new(Mutex::new(Vec::new()));
-    let layer = layer(Adaptive::new(rate("1/s")).headers(RateHeaders::openai_requests()));
+    let learn = Adaptive::new(rate("1/s")).headers(RateHeaders::openai_requests());
+    let mut limits = Limits::builder()
+        .quota("requests", Quota::adaptive(learn).keyed_by(KeyBy::model()))
+        .route(Route::new(Method::POST, "/v1/embeddings").quota("requests"));
+    if let Some(secs) = max_hold {
+        limits = limits.max_hold(Duration::from_secs(secs));
+    }
+    let layer = RateLimitLayer::new(limits.build().unwrap());
     let answer: Answer = Arc::new(|_| {
         answer(
             200,
@@ -150,7 +165,11 @@ async fn openai_headers_count_per_minute_and_hold_on_a_spent_limit() {
     let snap = layer.snapshot();
     let cell = snap.cell("requests", Some("m")).unwrap();
     let held = cell.hold_until.expect("remaining 0 with a reset holds") - snap.at;
-    assert!(held >= Duration::from_secs(359), "{held:?}");
+    assert!(held >= Duration::from_secs(expected_secs), "{held:?}");
+    assert!(held <= Duration::from_secs(360), "{held:?}");
+    if max_hold.is_none() {
+        assert!(held <= Duration::from_secs(60), "capped: {held:?}");
+    }
 }
 
 #[tokio::test(start_paused = true)]

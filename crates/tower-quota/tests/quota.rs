@@ -582,6 +582,55 @@ async fn snapshot_shows_queues_and_holds() {
     assert!(start.elapsed() >= Duration::from_secs(3));
 }
 
+#[tokio::test(start_paused = true)]
+async fn absurd_hints_hold_no_longer_than_the_cap() {
+    // retry-after a day on a 200, a reset a day away with nothing remaining,
+    // retry-after 50 min on a 429: each holds the route for the cap at most.
+    let answers: [(u16, &[(&str, &str)]); 3] = [
+        (200, &[("retry-after", "86000")]),
+        (
+            200,
+            &[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "80000"),
+            ],
+        ),
+        (429, &[("retry-after", "3000")]),
+    ];
+    for (status, headers) in answers {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let limits = Limits::builder()
+            .quota("chat", Quota::new("10/s".parse().unwrap()))
+            .route(Route::new(Method::POST, "/chat").quota("chat"))
+            .max_hold(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let mut svc = RateLimit::new(
+            service_fn(move |_: Request<String>| {
+                let mut res = Response::builder().status(status);
+                for (k, v) in &headers {
+                    res = res.header(k.as_str(), v.as_str());
+                }
+                let res = res.body(String::new()).unwrap();
+                async move { Ok::<_, Infallible>(res) }
+            }),
+            limits,
+        );
+        let start = Instant::now();
+        svc.ready()
+            .await
+            .unwrap()
+            .call(post("/chat", "x"))
+            .await
+            .unwrap();
+        let held = svc.snapshot().cell("chat", None).unwrap().hold_until;
+        assert_eq!(held, Some(start + Duration::from_secs(5)), "{status}");
+    }
+}
+
 #[test]
 fn config_errors_name_the_entry() {
     let cases: Vec<(Result<Limits, tower_quota::InvalidConfig>, &str, &str)> = vec![

@@ -37,6 +37,7 @@ pub struct LimitsBuilder {
     safety_margin: f64,
     catch_up: Duration,
     default_hold: Duration,
+    max_hold: Duration,
     feedback: bool,
     hold_on_remaining_zero: bool,
 }
@@ -50,6 +51,7 @@ impl Default for LimitsBuilder {
             safety_margin: DEFAULT_SAFETY_MARGIN,
             catch_up: DEFAULT_CATCH_UP,
             default_hold: DEFAULT_HOLD,
+            max_hold: DEFAULT_MAX_HOLD,
             feedback: true,
             hold_on_remaining_zero: true,
         }
@@ -99,6 +101,15 @@ impl LimitsBuilder {
     /// How long a 429 without any wait hint holds its route (default 1 s).
     pub fn default_hold(mut self, hold: Duration) -> Self {
         self.default_hold = hold;
+        self
+    }
+
+    /// The longest a server's hint may hold a route (default 60 s, the retry
+    /// policy's longest obeyed hint): a `retry-after: 86000`, or a reset a
+    /// day away on a success, holds for this long at most (with a warning),
+    /// so a garbage or hostile hint cannot stall every queued caller.
+    pub fn max_hold(mut self, max: Duration) -> Self {
+        self.max_hold = max;
         self
     }
 
@@ -230,6 +241,7 @@ impl LimitsBuilder {
             unmatched,
             catch_up: self.catch_up,
             default_hold: self.default_hold,
+            max_hold: self.max_hold,
             feedback: self.feedback,
             hold_on_remaining_zero: self.hold_on_remaining_zero,
             safety_margin: margin,

@@ -27,6 +27,9 @@ pub use toml::{
 pub const DEFAULT_SAFETY_MARGIN: f64 = 0.01;
 /// How long a 429 without a wait hint holds its route (1 s).
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(1);
+/// The longest a server's hint holds a route by default (60 s); see
+/// [`LimitsBuilder::max_hold`].
+pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(60);
 /// The default catch-up credit (2 ms); see [`LimitsBuilder::catch_up`].
 pub const DEFAULT_CATCH_UP: Duration = Duration::from_millis(2);
 
@@ -189,6 +192,7 @@ pub struct Limits {
     pub(crate) unmatched: Option<CompiledRoute>,
     pub(crate) catch_up: Duration,
     pub(crate) default_hold: Duration,
+    pub(crate) max_hold: Duration,
     pub(crate) feedback: bool,
     pub(crate) hold_on_remaining_zero: bool,
     pub(crate) safety_margin: f64,
@@ -220,6 +224,11 @@ impl Limits {
             }
         }
         rows
+    }
+
+    /// The longest a server's hint holds a route.
+    pub fn max_hold(&self) -> Duration {
+        self.max_hold
     }
 
     /// The safety margin in force (a fraction of the rate held back).

@@ -53,6 +53,8 @@ pub struct LimitsFile {
     pub catch_up: Option<String>,
     /// How long a 429 without a hint holds its route, e.g. `"1s"`.
     pub default_hold: Option<String>,
+    /// The longest a server's hint holds a route (`"60s"`).
+    pub max_hold: Option<String>,
     /// Whether server feedback holds routes (default true).
     pub server_feedback: Option<bool>,
     /// Whether `x-ratelimit-remaining: 0` on a success holds until its reset (default true).
@@ -313,6 +315,11 @@ impl LimitsFile {
         if let Some(text) = &self.catch_up {
             b = b.catch_up(
                 parse_duration(text).map_err(|e| InvalidConfig::new("catch_up", e.to_string()))?,
+            );
+        }
+        if let Some(text) = &self.max_hold {
+            b = b.max_hold(
+                parse_duration(text).map_err(|e| InvalidConfig::new("max_hold", e.to_string()))?,
             );
         }
         if let Some(text) = &self.default_hold {

@@ -42,6 +42,16 @@ impl Engine {
         } else {
             return None;
         };
+        let max = self.limits.max_hold;
+        if delay > max {
+            tracing::warn!(
+                ?delay,
+                ?max,
+                reason,
+                "rate limit: the server asked for a longer hold than the cap; holding for the cap"
+            );
+        }
+        let delay = delay.min(max);
         (!delay.is_zero()).then_some((delay, reason))
     }
 
@@ -92,7 +102,7 @@ impl Engine {
                     tracing::debug!(cell = %name, units = learned.charge, "rate limit: the server counts more spent than this cell did; charging the difference");
                     cell.charge(now_off, learned.charge);
                 }
-                if let Some(delay) = learned.hold
+                if let Some(delay) = learned.hold.map(|d| d.min(self.limits.max_hold))
                     && hold.is_none_or(|(until, ..)| until < now + delay)
                 {
                     hold = Some((now + delay, delay, "remaining: 0"));
