@@ -28,6 +28,10 @@ pub enum ErrorKind {
     Decode,
     /// The client is misconfigured (key, base URL, preset).
     Config,
+    /// The response body is over the cap ([`BodyLimits`](crate::body::BodyLimits)).
+    TooLarge,
+    /// No answer in time: the body stalled, or the request's deadline passed.
+    Timeout,
 }
 
 /// An error of [`TogetherClient`](crate::TogetherClient): the HTTP status,
@@ -80,8 +84,41 @@ impl Error {
         e
     }
 
-    pub(crate) fn decode(message: impl Into<String>) -> Self {
+    /// A body that is not what the API documents ([`ErrorKind::Decode`]).
+    pub fn decode(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Decode, message)
+    }
+
+    /// No answer in time ([`ErrorKind::Timeout`]).
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Timeout, message)
+    }
+
+    /// A body that could not be read whole ([`BodyError`](crate::body::BodyError)):
+    /// [`ErrorKind::TooLarge`], [`ErrorKind::Timeout`] for a stalled one,
+    /// else [`ErrorKind::Transport`]; `scrub` removes the key.
+    pub fn from_body(
+        error: crate::body::BodyError,
+        retries: u32,
+        scrub: &dyn Fn(String) -> String,
+    ) -> Self {
+        use crate::body::BodyError;
+        let kind = match &error {
+            BodyError::TooLarge { .. } => ErrorKind::TooLarge,
+            BodyError::Stalled { .. } => ErrorKind::Timeout,
+            BodyError::Transport(e) if e.is::<crate::AttemptTimeout>() => ErrorKind::Timeout,
+            _ => ErrorKind::Transport,
+        };
+        let mut e = Error::new(kind, scrub(source_chain(&error)));
+        e.inner.retries = retries;
+        e.inner.source = Some(Box::new(error));
+        e
+    }
+
+    /// This error, recording the HTTP status it came with.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.inner.status = Some(status);
+        self
     }
 
     /// An error from the service stack (no response): the rate limiter's
@@ -295,6 +332,12 @@ impl Error {
             (ErrorKind::Transport, _) => {
                 "no response: check the base URL and the network; retry later".into()
             }
+            (ErrorKind::TooLarge, _) => "the answer is larger than the cap on a response: raise \
+                 it if such answers are expected, or ask for less (fewer inputs, smaller images)"
+                .into(),
+            (ErrorKind::Timeout, _) => "no answer in time: the server is slow or stalled; raise \
+                 the timeouts if such answers are expected, or try later"
+                .into(),
             (ErrorKind::Decode, _) => {
                 "the response had an unexpected shape: check the base URL points at an \
                  OpenAI-compatible API"
@@ -307,7 +350,7 @@ impl Error {
 
 impl ErrorKind {
     /// A short label: `api`, `model_not_found`, `rate_limiter`, `transport`,
-    /// `decode`, `config`.
+    /// `decode`, `config`, `too_large`, `timeout`.
     pub fn label(self) -> &'static str {
         match self {
             ErrorKind::Api => "api",
@@ -316,6 +359,8 @@ impl ErrorKind {
             ErrorKind::Transport => "transport",
             ErrorKind::Decode => "decode",
             ErrorKind::Config => "config",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::Timeout => "timeout",
         }
     }
 }
@@ -330,7 +375,7 @@ impl Serialize for Error {
         let e = &self.inner;
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("status", &e.status.map(|s| s.as_u16()))?;
-        let label = (e.status.is_none()).then(|| e.kind.label());
+        let label = (e.kind != ErrorKind::Api || e.status.is_none()).then(|| e.kind.label());
         map.serialize_entry("type", &e.api_type.as_deref().or(label))?;
         map.serialize_entry("code", &e.code)?;
         map.serialize_entry("message", &e.message)?;

@@ -72,6 +72,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod body;
 mod client;
 pub mod error;
 mod jobs;
@@ -97,7 +98,7 @@ pub use crate::service::{DEFAULT_BASE_URL, Together, TogetherLayer};
 pub use crate::suggest::closest_models;
 #[cfg(feature = "rustls")]
 pub use crate::transport::default_http_client;
-pub use crate::transport::{DEFAULT_TIMEOUT, HttpBody, HttpClient};
+pub use crate::transport::{AttemptTimeout, DEFAULT_TIMEOUT, HttpBody, HttpClient};
 
 /// The error type of the services in the stack.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -29,12 +29,29 @@ pub const DEFAULT_USER_AGENT: &str = concat!("together-tower/", env!("CARGO_PKG_
 /// shares it) goes out. [`TogetherClient`](crate::TogetherClient) does this
 /// for every call, to report retries in its [`Error`](crate::Error).
 #[derive(Debug, Clone, Default)]
-pub struct Attempts(Arc<AtomicU32>);
+pub struct Attempts(Arc<AttemptsInner>);
+
+#[derive(Debug, Default)]
+struct AttemptsInner {
+    count: AtomicU32,
+    first: std::sync::OnceLock<tokio::time::Instant>,
+}
 
 impl Attempts {
     /// Attempts sent so far.
     pub fn get(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
+        self.0.count.load(Ordering::Relaxed)
+    }
+
+    /// When the first attempt went out (tokio's clock), if one did: where
+    /// a deadline across retries starts.
+    pub fn first_sent(&self) -> Option<tokio::time::Instant> {
+        self.0.first.get().copied()
+    }
+
+    fn count(&self) {
+        self.0.first.get_or_init(tokio::time::Instant::now);
+        self.0.count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Retries made so far (attempts after the first).
@@ -249,7 +266,7 @@ impl Config {
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         if let Some(attempts) = req.extensions().get::<Attempts>() {
-            attempts.0.fetch_add(1, Ordering::Relaxed);
+            attempts.count();
         }
         Ok(())
     }

@@ -26,6 +26,7 @@ use crate::transport::DEFAULT_TIMEOUT;
 
 use super::stack::TogetherLayers;
 use super::{ClientState, TogetherClient};
+use crate::body::BodyLimits;
 
 /// Builds a [`TogetherClient`] (or just its [`TogetherLayers`]); start from
 /// [`TogetherClient::builder`].
@@ -40,6 +41,7 @@ use super::{ClientState, TogetherClient};
 /// | [`job_limit`](Self::job_limit) | from the preset, 409s waited on for up to 10 min |
 /// | [`timeout`](Self::timeout) | [`DEFAULT_TIMEOUT`] per attempt (default client only) |
 /// | [`poll_interval`](Self::poll_interval) | 5 s between job status reads |
+/// | [`body_limits`](Self::body_limits) | 256 MiB per response, 60 s between chunks |
 pub struct TogetherBuilder {
     key: Option<Result<ApiKey, InvalidApiKey>>,
     key_env: String,
@@ -51,6 +53,7 @@ pub struct TogetherBuilder {
     jobs: Option<JobLimitLayer>,
     timeout: Duration,
     poll_interval: Duration,
+    body_limits: BodyLimits,
     fallbacks: HashMap<String, Vec<String>>,
 }
 
@@ -81,6 +84,7 @@ impl TogetherBuilder {
             jobs: None,
             timeout: DEFAULT_TIMEOUT,
             poll_interval: Duration::from_secs(5),
+            body_limits: BodyLimits::default(),
             fallbacks: HashMap::new(),
         }
     }
@@ -138,6 +142,14 @@ impl TogetherBuilder {
     /// The per-attempt timeout of the default client.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// How much of a response the typed helpers read, and how long they
+    /// wait between its chunks (default [`BodyLimits::default`]); a larger or
+    /// stalled answer is an [`Error`] of kind `TooLarge` or `Timeout`.
+    pub fn body_limits(mut self, limits: BodyLimits) -> Self {
+        self.body_limits = limits;
         self
     }
 
@@ -231,6 +243,7 @@ impl TogetherBuilder {
                 jobs: layers.jobs.handle(),
                 fallbacks: self.fallbacks,
                 poll_interval: self.poll_interval,
+                body_limits: self.body_limits,
                 models: tokio::sync::Mutex::new(None),
             }),
         })

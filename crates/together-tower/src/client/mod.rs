@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request};
-use http_body_util::BodyExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -39,6 +38,7 @@ pub(crate) struct ClientState {
     jobs: JobsHandle,
     fallbacks: HashMap<String, Vec<String>>,
     pub(crate) poll_interval: Duration,
+    pub(crate) body_limits: crate::body::BodyLimits,
     models: tokio::sync::Mutex<Option<Arc<Vec<String>>>>,
 }
 
@@ -172,12 +172,9 @@ impl TogetherClient {
         let request_id = ["x-request-id", "request-id", "x-together-request-id"]
             .iter()
             .find_map(|h| res.headers().get(*h)?.to_str().ok().map(str::to_owned));
-        let bytes = res
-            .into_body()
-            .collect()
+        let bytes = crate::body::read_body(res.into_body(), self.shared.body_limits)
             .await
-            .map_err(|e| Error::from_service(e, attempts.retries(), &scrub))?
-            .to_bytes();
+            .map_err(|e| Error::from_body(e, attempts.retries(), &scrub).with_status(status))?;
         if !status.is_success() {
             return Err(Error::from_status(
                 status,

@@ -17,6 +17,9 @@ impl Preset {
         if let Some(m) = self.safety_margin {
             b = b.safety_margin(m);
         }
+        if let Some(max) = self.max_hold {
+            b = b.max_hold(max);
+        }
         for (kind, r) in &self.routes {
             if let Some(learn) = &self.learn {
                 b = self.learned_route(b, learn, kind, r);

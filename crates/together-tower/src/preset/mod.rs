@@ -61,6 +61,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use http::{Method, StatusCode};
 use tower_jobs::{JobLimitBuilder, JobLimitLayer};
@@ -92,6 +93,7 @@ pub struct Preset {
     routes: BTreeMap<String, RouteLimit>,
     models: BTreeMap<String, BTreeMap<String, Rate>>,
     safety_margin: Option<f64>,
+    max_hold: Option<Duration>,
     fine_tunes: JobPreset,
     batches: JobPreset,
     batch_max_requests: usize,
@@ -108,6 +110,7 @@ impl Preset {
             routes: BTreeMap::new(),
             models: BTreeMap::new(),
             safety_margin: None,
+            max_hold: None,
             fine_tunes: JobPreset::new(nz(3), "/v1/fine-tunes", "/data", FINE_TUNE_TERMINAL),
             batches: JobPreset::new(nz(10), "/v1/batches", "", BATCH_TERMINAL)
                 .create_job_pointer("/job")
@@ -283,6 +286,14 @@ impl Preset {
     /// Runs every quota this fraction under its rate (tower-quota's default: 0.01).
     pub fn safety_margin(mut self, margin: f64) -> Self {
         self.safety_margin = Some(margin);
+        self
+    }
+
+    /// The longest a server's hint may hold a route (default
+    /// [`tower_quota::DEFAULT_MAX_HOLD`], 60 s, the retry policy's longest
+    /// obeyed hint); see [`tower_quota::LimitsBuilder::max_hold`].
+    pub fn max_hold(mut self, max: Duration) -> Self {
+        self.max_hold = Some(max);
         self
     }
 

@@ -45,6 +45,11 @@ impl Preset {
         if let Some(name) = file.name {
             self.name = name;
         }
+        if let Some(text) = &file.max_hold {
+            let max = tower_quota::parse_duration(text)
+                .map_err(|e| InvalidPreset::new("max_hold", e.to_string()))?;
+            self.max_hold = Some(max);
+        }
         if let Some(m) = file.safety_margin {
             self.safety_margin = Some(m);
         }
@@ -151,6 +156,7 @@ struct PresetFile {
     name: Option<String>,
     learn: Option<bool>,
     safety_margin: Option<f64>,
+    max_hold: Option<String>,
     embed_chunk_size: Option<usize>,
     #[serde(default)]
     routes: BTreeMap<String, RouteFile>,

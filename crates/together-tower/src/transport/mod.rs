@@ -11,9 +11,11 @@ use crate::BoxError;
 
 #[cfg(feature = "rustls")]
 mod rustls;
+mod timed;
 
 #[cfg(feature = "rustls")]
 pub use rustls::default_http_client;
+pub use timed::AttemptTimeout;
 
 /// The response body type of [`HttpClient`] and of
 /// [`TogetherClient::service`](crate::TogetherClient::service).

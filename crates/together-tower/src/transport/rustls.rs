@@ -20,8 +20,10 @@ use crate::BoxError;
 /// hyper-util's legacy client over hyper-rustls (ring provider, webpki
 /// roots, HTTP/1.1 and HTTP/2 by ALPN, plain HTTP allowed for local
 /// servers), pooled, behind tower-http's sensitive-headers marking of
-/// `Authorization`, its trace spans and its timeout (an attempt taking
-/// longer than `timeout` answers 408, which the retry policy retries).
+/// `Authorization`, its trace spans and its timeout: an attempt whose head
+/// takes longer than `timeout` answers 408 (which the retry policy
+/// retries), and its body fails with [`AttemptTimeout`](crate::AttemptTimeout)
+/// once `timeout` has passed since the attempt began (head and body in all).
 ///
 /// # Panics
 ///
@@ -43,9 +45,12 @@ pub fn default_http_client(timeout: Duration) -> HttpClient {
             http::StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
-        .map_response(|res: Response<hyper::body::Incoming>| {
-            res.map(|b| b.map_err(BoxError::from).boxed_unsync())
-        })
+        .map_response(
+            |res: Response<super::timed::TimedBody<hyper::body::Incoming>>| {
+                res.map(BodyExt::boxed_unsync)
+            },
+        )
+        .layer(super::timed::AttemptDeadlineLayer(timeout))
         .map_err(BoxError::from)
         .service(client);
     BoxCloneSyncService::new(service)
