@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 use together_tower::Preset;
@@ -208,6 +209,47 @@ pub(crate) fn render_table(source: &LimitsSource, limits: &Limits, time_scale: f
         );
     }
     out
+}
+
+/// How long and how much one request may take.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Bounds {
+    /// One attempt, head and body.
+    pub(crate) attempt: Duration,
+    /// Between two chunks of a body.
+    pub(crate) idle: Duration,
+    /// From the first attempt to the answer, retries and holds included.
+    pub(crate) deadline: Duration,
+    /// The longest a server's hint holds a route (and a retry waits).
+    pub(crate) max_hold: Duration,
+    /// The largest response read.
+    pub(crate) max_response_bytes: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            attempt: together_tower::DEFAULT_TIMEOUT,
+            idle: together_tower::body::DEFAULT_IDLE_TIMEOUT,
+            deadline: Duration::from_secs(1800),
+            max_hold: tower_quota::DEFAULT_MAX_HOLD,
+            max_response_bytes: together_tower::body::DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+/// The bounds `together-batch limits` prints under the table.
+pub(crate) fn render_bounds(bounds: &Bounds, limits: &Limits) -> String {
+    format!(
+        "\nper request: {:?} per attempt (head and body), {:?} between body chunks, \
+         {:?} in all from the first attempt (retries included), {} MiB per answer; \
+         a server's hint holds a route {:?} at most\n",
+        bounds.attempt,
+        bounds.idle,
+        bounds.deadline,
+        bounds.max_response_bytes >> 20,
+        limits.max_hold()
+    )
 }
 
 /// `12`, `0.1`, `1000000`: a number without needless decimals.

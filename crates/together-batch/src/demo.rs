@@ -164,6 +164,8 @@ pub(crate) fn sim_options(
         ),
         retry_failed: false,
         keep_going: false,
+        bounds: crate::config::Bounds::default(),
+        grace: Duration::from_secs(10),
         quiet,
         report: None,
         redis: None,

@@ -165,6 +165,8 @@ struct RunArgs {
     /// The path for lines without a `url` (and for bare request bodies).
     #[arg(long, value_name = "PATH")]
     endpoint: Option<String>,
+    #[command(flatten)]
+    bounds: BoundsSel,
     /// Most requests in flight per route (waiting for their quota included).
     #[arg(long, default_value_t = 128, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -175,6 +177,10 @@ struct RunArgs {
     /// Sends again the lines whose earlier result was a failure.
     #[arg(long)]
     retry_failed: bool,
+    /// After a first Ctrl-C or SIGTERM, seconds the requests in flight have
+    /// to finish before they are abandoned (unanswered, sent on resume).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    grace: f64,
     /// Keeps sending after an error that will hit every line (a refused
     /// key, an unreachable base URL, an unknown route or model); by default
     /// sending stops there and the rest is left for the next run.
@@ -212,6 +218,51 @@ struct RunArgs {
 struct LimitsArgs {
     #[command(flatten)]
     limits: LimitsSel,
+    #[command(flatten)]
+    bounds: BoundsSel,
+}
+
+/// How long and how much one request may take.
+#[derive(Debug, Clone, Args)]
+struct BoundsSel {
+    /// Seconds one attempt may take, head and body.
+    #[arg(long = "timeout", default_value_t = 600.0, value_name = "SECS")]
+    attempt_timeout: f64,
+    /// Seconds to wait for the next chunk of a body.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    idle_timeout: f64,
+    /// Seconds a request may take from its first attempt to its answer,
+    /// retries and holds included.
+    #[arg(long, default_value_t = 1800.0, value_name = "SECS")]
+    deadline: f64,
+    /// The longest a server's wait hint may hold a route (or a retry wait), seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    max_hold: f64,
+    /// The largest response read, in MiB; a larger one fails its line.
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    max_response_mb: u64,
+}
+
+impl BoundsSel {
+    fn check(&self) -> Result<config::Bounds, String> {
+        let secs = |v: f64, flag: &str| {
+            (v > 0.0 && v.is_finite())
+                .then(|| Duration::from_secs_f64(v))
+                .ok_or_else(|| format!("{flag} must be a number of seconds above 0"))
+        };
+        let mib = usize::try_from(self.max_response_mb)
+            .ok()
+            .and_then(|m| m.checked_mul(1 << 20))
+            .filter(|b| *b > 0)
+            .ok_or("--max-response-mb must be above 0")?;
+        Ok(config::Bounds {
+            attempt: secs(self.attempt_timeout, "--timeout")?,
+            idle: secs(self.idle_timeout, "--idle-timeout")?,
+            deadline: secs(self.deadline, "--deadline")?,
+            max_hold: secs(self.max_hold, "--max-hold")?,
+            max_response_bytes: mib,
+        })
+    }
 }
 
 fn fail(msg: &str) -> ExitCode {
@@ -272,6 +323,10 @@ fn main() -> ExitCode {
 
 fn limits_command(args: LimitsArgs) -> ExitCode {
     let sel = args.limits;
+    let bounds = match args.bounds.check() {
+        Ok(b) => b,
+        Err(e) => return fail(&e),
+    };
     let source = match config::load(sel.limits.as_deref(), sel.tier.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(&e),
@@ -283,9 +338,11 @@ fn limits_command(args: LimitsArgs) -> ExitCode {
     if let Some(m) = sel.safety_margin {
         preset = preset.safety_margin(m);
     }
+    preset = preset.max_hold(bounds.max_hold);
     match preset.limits() {
         Ok(limits) => {
             print!("{}", config::render_table(&source, &limits, sel.time_scale));
+            print!("{}", config::render_bounds(&bounds, &limits));
             ExitCode::SUCCESS
         }
         Err(e) => fail(&format!("invalid limits: {e}")),
@@ -294,6 +351,10 @@ fn limits_command(args: LimitsArgs) -> ExitCode {
 
 async fn run_command(args: RunArgs) -> ExitCode {
     let sel = args.limits;
+    let bounds = match args.bounds.check() {
+        Ok(b) => b,
+        Err(e) => return fail(&e),
+    };
     let source = match config::load(sel.limits.as_deref(), sel.tier.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(&e),
@@ -330,6 +391,8 @@ async fn run_command(args: RunArgs) -> ExitCode {
         api_key: None,
         retry_failed: args.retry_failed,
         keep_going: args.keep_going,
+        bounds,
+        grace: Duration::from_secs_f64(args.grace.max(0.0)),
         quiet: args.quiet,
         report: args.report,
         redis,

@@ -293,7 +293,7 @@ async fn ctrl_c_counts_the_requests_really_in_flight() {
     let (stdout, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     let said: u64 = stderr
-        .split("waiting for the ")
+        .split(" for the ")
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())

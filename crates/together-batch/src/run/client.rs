@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::Response;
-use together_tower::{ApiKey, ClientService, DEFAULT_TIMEOUT, HttpBody, TogetherClient};
+use together_tower::{ApiKey, ClientService, HttpBody, TogetherClient};
 use tower::ServiceBuilder;
 use tower_quota::{Limits, OnStoreFailure, RateLimitLayer, SharedOptions};
 use tower_quota_redis::RedisStore;
@@ -60,6 +60,7 @@ pub(crate) fn build(opts: &RunOptions, key: &ApiKey) -> Result<Client, String> {
     if let Some(m) = opts.safety_margin {
         preset = preset.safety_margin(m);
     }
+    preset = preset.max_hold(opts.bounds.max_hold);
     let limits = preset
         .limits()
         .map_err(|e| format!("invalid limits: {e}"))?;
@@ -86,11 +87,18 @@ pub(crate) fn build(opts: &RunOptions, key: &ApiKey) -> Result<Client, String> {
             }
             res
         })
-        .service(together_tower::default_http_client(DEFAULT_TIMEOUT));
+        .service(together_tower::default_http_client(opts.bounds.attempt));
+    let retry = preset
+        .retry_policy()
+        .deadline(opts.bounds.deadline)
+        .max_wait_hint(opts.bounds.max_hold)
+        .build()
+        .map_err(|e| format!("the retry policy: {e}"))?;
     let client = TogetherClient::builder()
         .api_key(key.expose_secret())
         .base_url(&opts.base_url)
         .preset(preset)
+        .retry(retry)
         .rate_limit(quota.clone())
         .build_with(http)
         .map_err(|e| key.scrub(&e.to_string()))?;

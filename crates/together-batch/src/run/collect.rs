@@ -113,6 +113,8 @@ pub(crate) struct Context<'a> {
     pub(crate) rates: &'a BTreeMap<String, f64>,
     /// Each route's learned request quota, by name.
     pub(crate) learned: &'a BTreeMap<String, String>,
+    /// Each route's quotas, by name.
+    pub(crate) route_quotas: &'a BTreeMap<String, Vec<String>>,
 }
 
 /// Writes every result as it arrives until the feeders are done (or, after
@@ -127,8 +129,11 @@ pub(crate) async fn collect(
     total: u64,
 ) -> Result<Tally, String> {
     let start = Instant::now();
-    let mut signals = ctrl_c();
+    let mut signals = signals();
     let mut interrupts = 0;
+    let mut abandoned = false;
+    let grace = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+    tokio::pin!(grace);
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut write_error = None;
@@ -157,20 +162,32 @@ pub(crate) async fn collect(
                     tally.stops.push(stop.why);
                 }
             }
-            Some(()) = signals.recv() => {
+            Some(name) = signals.recv() => {
                 interrupts += 1;
                 if interrupts == 1 {
                     feeders.stop();
+                    grace.as_mut().reset(tokio::time::Instant::now() + cx.opts.grace);
                     progress.note(&format!(
-                        "Ctrl-C: taking no new lines; waiting for the {} request(s) already \
-                         sent (those still queued for quota are dropped; Ctrl-C again to \
-                         abandon them all: they stay unanswered and are sent on resume)",
+                        "{name}: taking no new lines; waiting up to {:?} for the {} request(s) \
+                         already sent (those still queued for quota are dropped; {name} again \
+                         to abandon them all: they stay unanswered and are sent on resume)",
+                        cx.opts.grace,
                         feeders.sent_in_flight()
                     ));
                 } else {
                     feeders.abandon();
-                    progress.note("Ctrl-C again: abandoning the requests in flight");
+                    progress.note(&format!("{name} again: abandoning the requests in flight"));
                 }
+            }
+            () = &mut grace, if interrupts > 0 && !abandoned => {
+                abandoned = true;
+                feeders.abandon();
+                progress.note(&format!(
+                    "abandoning the {} request(s) still in flight after {:?}: they stay \
+                     unanswered and are sent on resume",
+                    feeders.sent_in_flight(),
+                    cx.opts.grace
+                ));
             }
             _ = ticker.tick() => {
                 progress.update(tally.done, total, &status_line(cx, &tally, start), false);
@@ -237,16 +254,38 @@ impl Tally {
     }
 }
 
-/// Ctrl-C presses, as a channel (a second press abandons).
-fn ctrl_c() -> mpsc::UnboundedReceiver<()> {
-    let (tx, rx) = mpsc::unbounded_channel::<()>();
+/// Ctrl-C, SIGTERM (docker stop, systemd, timeout) and SIGHUP, by name, as
+/// a channel: the first stops taking lines, the second abandons.
+fn signals() -> mpsc::UnboundedReceiver<&'static str> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let ctrl_c = tx.clone();
     tokio::spawn(async move {
         while tokio::signal::ctrl_c().await.is_ok() {
-            if tx.send(()).is_err() {
+            if ctrl_c.send("Ctrl-C").is_err() {
                 break;
             }
         }
     });
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        for (kind, name) in [
+            (SignalKind::terminate(), "SIGTERM"),
+            (SignalKind::hangup(), "SIGHUP"),
+        ] {
+            let Ok(mut stream) = signal(kind) else {
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while stream.recv().await.is_some() {
+                    if tx.send(name).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
     rx
 }
 
@@ -259,12 +298,28 @@ fn status_line(cx: &Context<'_>, tally: &Tally, start: Instant) -> String {
     let mut parts = Vec::new();
     let mut eta = 0.0f64;
     for (route, st) in &tally.routes {
+        let held = cx
+            .route_quotas
+            .get(route)
+            .and_then(|quotas| {
+                snapshot
+                    .cells
+                    .iter()
+                    .filter(|c| quotas.contains(&c.quota))
+                    .filter_map(|c| c.hold_until)
+                    .max()
+            })
+            .map(|until| until.saturating_duration_since(snapshot.at))
+            .filter(|left| !left.is_zero());
+        let held = held.map_or(String::new(), |left| {
+            format!(" held {:.0} s", left.as_secs_f64().ceil())
+        });
         let rate = st.recent_rate(now);
         let left = st.total.saturating_sub(st.answered) as f64;
         if let Some(q) = cx.rates.get(route) {
             // Sent at most at the quota: more is the answers' jitter.
             let rate = rate.min(*q);
-            parts.push(format!("{} {rate:.1}/{q:.1} per s", short(route)));
+            parts.push(format!("{} {rate:.1}/{q:.1} per s{held}", short(route)));
             eta = eta.max(left / q);
             continue;
         }
@@ -288,7 +343,7 @@ fn status_line(cx: &Context<'_>, tally: &Tally, start: Instant) -> String {
         } else {
             format!(" (learned {})", paces.join(", "))
         };
-        parts.push(format!("{} {rate:.1}/s{learned}", short(route)));
+        parts.push(format!("{} {rate:.1}/s{learned}{held}", short(route)));
         if rate > 0.0 {
             eta = eta.max(left / rate);
         }

@@ -6,16 +6,17 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use together_tower::body::BodyLimits;
 use together_tower::service::Attempts;
 use together_tower::{ApiKey, ClientService, Error};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tower::{Service, ServiceExt};
 
 use super::plan::RouteJobs;
-use super::send::{Done, ResponseFuture, answer, request, unix_ms};
+use super::send::{Done, ResponseFuture, Sent, answer, request, unix_ms};
 use super::stop::Blocked;
 use crate::input::Job;
 
@@ -78,12 +79,36 @@ impl InFlight {
     }
 }
 
+/// How long and how much one job may take.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    /// The body's size cap and idle timeout.
+    pub(crate) body: BodyLimits,
+    /// From the first attempt to the answer, retries included.
+    pub(crate) deadline: Duration,
+}
+
+/// Resolves once `deadline` has passed since the job's first attempt.
+async fn overdue(attempts: &Attempts, deadline: Duration) {
+    let tick = (deadline / 20).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(tick).await;
+        if attempts
+            .first_sent()
+            .is_some_and(|first| first.elapsed() >= deadline)
+        {
+            return;
+        }
+    }
+}
+
 /// Starts one feeder per route.
 pub(crate) fn start(
     routes: Vec<RouteJobs>,
     service: &ClientService,
     key: &ApiKey,
     max_in_flight: usize,
+    bounds: Bounds,
 ) -> Feeders {
     let (tx, results) = mpsc::unbounded_channel::<Done>();
     let (stop, stop_rx) = watch::channel(false);
@@ -102,6 +127,7 @@ pub(crate) fn start(
             blocked: blocked_rx.clone(),
             in_flight: in_flight.clone(),
             ids: ids.clone(),
+            bounds,
             slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
         };
         tokio::spawn(feeder.run(jobs));
@@ -127,6 +153,7 @@ struct Feeder {
     blocked: watch::Receiver<Blocked>,
     in_flight: InFlight,
     ids: Arc<AtomicU64>,
+    bounds: Bounds,
     slots: Arc<Semaphore>,
 }
 
@@ -179,8 +206,10 @@ impl Feeder {
     ) {
         let started_at = unix_ms();
         let t0 = Instant::now();
-        let fut = answer(response, &attempts, &self.key);
+        let fut = answer(response, &attempts, &self.key, self.bounds.body);
         tokio::pin!(fut);
+        let overdue = overdue(&attempts, self.bounds.deadline);
+        tokio::pin!(overdue);
         let (route, model) = (self.route.clone(), job.model.clone());
         let mut stopping = false;
         let mut blocked = false;
@@ -189,6 +218,14 @@ impl Feeder {
                 biased;
                 _ = self.abandon.wait_for(|a| *a) => break None,
                 r = &mut fut => break Some(r),
+                () = &mut overdue => break Some(Sent {
+                    status: 0,
+                    outcome: Err(Error::timeout(format!(
+                        "no answer within the request's deadline ({:?} from its first attempt, \
+                         retries included)",
+                        self.bounds.deadline
+                    ))),
+                }),
                 _ = self.stop.wait_for(|s| *s), if !stopping => {
                     if attempts.get() == 0 {
                         break None;

@@ -3,6 +3,8 @@
 //! stack), [`feed`] (one feeder per route), [`collect`] (write
 //! each result as it arrives, progress, Ctrl-C), [`report`] (sum up).
 
+use together_tower::body::BodyLimits;
+
 use crate::config;
 use crate::output::Output;
 use crate::progress::Progress;
@@ -63,12 +65,21 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
     }
 
     let routes = std::mem::take(&mut plan.routes);
-    let feeders = feed::start(routes, &client.service, &key, opts.max_in_flight);
+    let bounds = feed::Bounds {
+        body: BodyLimits {
+            max_bytes: opts.bounds.max_response_bytes,
+            idle: opts.bounds.idle,
+        },
+        deadline: opts.bounds.deadline,
+    };
+    let feeders = feed::start(routes, &client.service, &key, opts.max_in_flight, bounds);
+    let route_quotas = client.limits.routes().into_iter().collect();
     let cx = collect::Context {
         opts: &opts,
         client: &client,
         rates: &rates,
         learned: &learned,
+        route_quotas: &route_quotas,
     };
     let tally = collect::collect(&cx, feeders, &mut out, &mut progress, tally, total).await?;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use together_tower::ApiKey;
 
-use crate::config::LimitsSource;
+use crate::config::{Bounds, LimitsSource};
 
 /// Everything `run` needs.
 #[derive(Debug, Clone)]
@@ -23,6 +23,11 @@ pub(crate) struct RunOptions {
     /// Sends every line even after an error that will hit them all (a
     /// refused key, an unreachable base URL, an unknown route or model).
     pub(crate) keep_going: bool,
+    /// How long and how much one request may take.
+    pub(crate) bounds: Bounds,
+    /// After a first Ctrl-C or SIGTERM, how long the requests in flight
+    /// have to finish before they are abandoned.
+    pub(crate) grace: Duration,
     pub(crate) quiet: bool,
     pub(crate) report: Option<PathBuf>,
     pub(crate) redis: Option<String>,

@@ -3,8 +3,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Request, Response};
-use http_body_util::BodyExt;
 use serde_json::Value;
+use together_tower::body::{BodyLimits, read_body};
 use together_tower::service::Attempts;
 use together_tower::{ApiKey, BoxError, ClientService, Error, HttpBody};
 use tower::Service;
@@ -43,6 +43,7 @@ pub(super) async fn answer(
     response: Result<ResponseFuture, Error>,
     attempts: &Attempts,
     key: &ApiKey,
+    limits: BodyLimits,
 ) -> Sent {
     let scrub = |text: String| key.scrub(&text);
     let failed = |status: u16, e: BoxError| Sent {
@@ -67,13 +68,17 @@ pub(super) async fn answer(
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let bytes = match res.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return failed(status.as_u16(), e),
+    let bytes = match read_body(res.into_body(), limits).await {
+        Ok(b) => b,
+        Err(e) => {
+            return Sent {
+                status: status.as_u16(),
+                outcome: Err(Error::from_body(e, attempts.retries(), &scrub).with_status(status)),
+            };
+        }
     };
     let outcome = if status.is_success() {
-        Ok(serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(key.scrub(&String::from_utf8_lossy(&bytes)))))
+        success_body(&bytes, key).map_err(|e| e.with_status(status))
     } else {
         Err(Error::from_status(
             status,
@@ -87,6 +92,32 @@ pub(super) async fn answer(
         status: status.as_u16(),
         outcome,
     }
+}
+
+/// A success's body: JSON, scrubbed of the key should the server echo it.
+/// A body that is not JSON is a failure ([`ErrorKind::Decode`]): the line is
+/// not answered, whatever the status said.
+///
+/// [`ErrorKind::Decode`]: together_tower::ErrorKind::Decode
+fn success_body(bytes: &[u8], key: &ApiKey) -> Result<Value, Error> {
+    let secret = key.expose_secret();
+    let echoed = !secret.is_empty() && bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+    let parsed = if echoed {
+        serde_json::from_str(&key.scrub(&String::from_utf8_lossy(bytes)))
+    } else {
+        serde_json::from_slice(bytes)
+    };
+    parsed.map_err(|e| {
+        let start: String = key
+            .scrub(&String::from_utf8_lossy(&bytes[..bytes.len().min(200)]))
+            .chars()
+            .take(100)
+            .collect();
+        Error::decode(format!(
+            "the answer is not the JSON it should be ({e}; {} bytes, starting {start:?})",
+            bytes.len()
+        ))
+    })
 }
 
 /// A job's result, as the collector takes it.
