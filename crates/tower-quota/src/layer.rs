@@ -7,6 +7,7 @@ use crate::Snapshot;
 use crate::config::{InvalidConfig, Limits};
 use crate::engine::{Engine, Sharing};
 use crate::service::RateLimit;
+use crate::shared::SharingStats;
 use crate::shared::{OnStoreFailure, SharedOptions, SharedStore};
 
 /// Applies [`Limits`] to a service; see the [crate docs](crate) for an example.
@@ -61,6 +62,12 @@ impl RateLimitLayer {
     /// static override. The pace is kept within the quota's bounds.
     pub fn seed_pace(&self, quota: &str, key: Option<&str>, per_second: f64) -> bool {
         self.engine.seed_pace(quota, key, per_second)
+    }
+
+    /// How decisions went with the shared store (`None` without one): how
+    /// many were asked of it, how many were made locally while it failed.
+    pub fn sharing_stats(&self) -> Option<SharingStats> {
+        self.engine.sharing_stats()
     }
 
     /// The limits this layer enforces.

@@ -93,6 +93,7 @@ pub use rate::{Rate, RateParseError, parse_duration};
 pub use service::RateLimit;
 pub use shared::{
     OnStoreFailure, PaceNews, SharedCell, SharedDecision, SharedNews, SharedOptions, SharedStore,
+    SharingStats,
 };
 pub use snapshot::{CellSnapshot, Snapshot};
 

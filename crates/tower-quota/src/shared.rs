@@ -190,3 +190,16 @@ impl SharedOptions {
         self
     }
 }
+
+/// How a layer's decisions went with its shared store
+/// ([`RateLimitLayer::sharing_stats`](crate::RateLimitLayer::sharing_stats)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SharingStats {
+    /// Decisions asked of the store.
+    pub asked: u64,
+    /// Decisions made locally (the fallback) because the store was failing.
+    pub decided_locally: u64,
+    /// Whether the store is failing now (not asked until its backoff ends).
+    pub store_failing: bool,
+}

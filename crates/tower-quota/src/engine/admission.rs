@@ -136,7 +136,11 @@ impl Engine {
                             }
                         })
                         .collect();
+                    self.asked.fetch_add(1, Ordering::Relaxed);
                     return Ok(Attempt::Ask(ask));
+                }
+                if shared.options.on_failure != OnStoreFailure::FailClosed {
+                    self.decided_locally.fetch_add(1, Ordering::Relaxed);
                 }
                 match shared.options.on_failure {
                     OnStoreFailure::LocalShare(_) => {}

@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 use std::time::Duration;
@@ -81,6 +82,10 @@ pub(crate) struct Engine {
     base: Instant,
     state: Mutex<State>,
     shared: Option<Sharing>,
+    /// Decisions asked of the shared store.
+    asked: AtomicU64,
+    /// Decisions made locally because the shared store was failing.
+    decided_locally: AtomicU64,
 }
 
 /// What `call` decided for a request.
@@ -117,7 +122,20 @@ impl Engine {
                 breaker: Breaker::default(),
             }),
             shared,
+            asked: AtomicU64::new(0),
+            decided_locally: AtomicU64::new(0),
         }
+    }
+
+    /// How decisions went with a shared store; `None` without one.
+    pub(crate) fn sharing_stats(&self) -> Option<crate::shared::SharingStats> {
+        self.shared.as_ref()?;
+        let store_failing = !self.lock().breaker.is_closed(Instant::now());
+        Some(crate::shared::SharingStats {
+            asked: self.asked.load(Ordering::Relaxed),
+            decided_locally: self.decided_locally.load(Ordering::Relaxed),
+            store_failing,
+        })
     }
 
     /// The share of each quota local cells enforce.
