@@ -98,7 +98,10 @@ pub use crate::service::{DEFAULT_BASE_URL, Together, TogetherLayer};
 pub use crate::suggest::closest_models;
 #[cfg(feature = "rustls")]
 pub use crate::transport::default_http_client;
-pub use crate::transport::{AttemptTimeout, DEFAULT_TIMEOUT, HttpBody, HttpClient};
+pub use crate::transport::{
+    AttemptDeadline, AttemptDeadlineLayer, AttemptTimeout, DEFAULT_TIMEOUT, DeadlineFuture,
+    HttpBody, HttpClient, TimedBody,
+};
 
 /// The error type of the services in the stack.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -68,7 +68,7 @@ impl fmt::Display for InvalidBaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "invalid base URL {:?}: write scheme://host[:port][/prefix], e.g. {DEFAULT_BASE_URL}",
+            "invalid base URL {:?}: write http(s)://host[:port][/prefix], e.g. {DEFAULT_BASE_URL}",
             self.0
         )
     }
@@ -172,6 +172,9 @@ impl TogetherLayer {
         let bad = || InvalidBaseUrl(base_url.to_owned());
         let uri: Uri = base_url.trim().parse().map_err(|_| bad())?;
         let scheme = uri.scheme().cloned().ok_or_else(bad)?;
+        if !matches!(scheme.as_str(), "http" | "https") {
+            return Err(bad());
+        }
         let authority = uri.authority().cloned().ok_or_else(bad)?;
         if uri.query().is_some() {
             return Err(bad());
@@ -362,7 +365,7 @@ mod tests {
 
     #[test]
     fn bad_base_urls_fail_at_construction() {
-        for bad in ["api.together.xyz", "", "http://h/p?q=1"] {
+        for bad in ["api.together.xyz", "", "http://h/p?q=1", "ftp://h/"] {
             assert!(TogetherLayer::new(bad, None).is_err(), "{bad}");
         }
     }

@@ -15,7 +15,7 @@ mod timed;
 
 #[cfg(feature = "rustls")]
 pub use rustls::default_http_client;
-pub use timed::AttemptTimeout;
+pub use timed::{AttemptDeadline, AttemptDeadlineLayer, AttemptTimeout, DeadlineFuture, TimedBody};
 
 /// The response body type of [`HttpClient`] and of
 /// [`TogetherClient::service`](crate::TogetherClient::service).

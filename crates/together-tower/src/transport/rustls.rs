@@ -50,7 +50,7 @@ pub fn default_http_client(timeout: Duration) -> HttpClient {
                 res.map(BodyExt::boxed_unsync)
             },
         )
-        .layer(super::timed::AttemptDeadlineLayer(timeout))
+        .layer(super::timed::AttemptDeadlineLayer::new(timeout))
         .map_err(BoxError::from)
         .service(client);
     BoxCloneSyncService::new(service)

@@ -31,9 +31,19 @@ impl fmt::Display for AttemptTimeout {
 
 impl std::error::Error for AttemptTimeout {}
 
-/// Bounds each attempt's body by a deadline counted from the call.
+/// Bounds each attempt as a whole: its response body fails with
+/// [`AttemptTimeout`] once `limit` has passed since the call (put it under a
+/// head timeout, as [`default_http_client`](crate::default_http_client)
+/// does, for a client of your own).
 #[derive(Debug, Clone, Copy)]
-pub(super) struct AttemptDeadlineLayer(pub(super) Duration);
+pub struct AttemptDeadlineLayer(Duration);
+
+impl AttemptDeadlineLayer {
+    /// Attempts bounded by `limit`, head and body.
+    pub fn new(limit: Duration) -> Self {
+        AttemptDeadlineLayer(limit)
+    }
+}
 
 impl<S> Layer<S> for AttemptDeadlineLayer {
     type Service = AttemptDeadline<S>;
@@ -46,8 +56,9 @@ impl<S> Layer<S> for AttemptDeadlineLayer {
     }
 }
 
+/// The service of [`AttemptDeadlineLayer`].
 #[derive(Debug, Clone)]
-pub(super) struct AttemptDeadline<S> {
+pub struct AttemptDeadline<S> {
     inner: S,
     limit: Duration,
 }
@@ -74,7 +85,8 @@ where
 }
 
 pin_project! {
-    pub(super) struct DeadlineFuture<F> {
+    /// The future of [`AttemptDeadline`].
+    pub struct DeadlineFuture<F> {
         #[pin]
         inner: F,
         deadline: Instant,
@@ -102,7 +114,7 @@ where
 
 pin_project! {
     /// A body that fails with [`AttemptTimeout`] once its attempt's deadline passes.
-    pub(super) struct TimedBody<B> {
+    pub struct TimedBody<B> {
         #[pin]
         inner: B,
         #[pin]
