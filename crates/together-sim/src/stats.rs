@@ -207,6 +207,21 @@ pub struct FineTuneStats {
 }
 
 const MAX_CUSTOM_IDS: usize = 100_000;
+/// The longest `x-custom-id` kept; a longer one is kept cut to this, so a
+/// flood of huge values cannot grow the stats.
+pub const MAX_CUSTOM_ID_LEN: usize = 256;
+
+/// `id` cut to [`MAX_CUSTOM_ID_LEN`] bytes (at a character boundary).
+fn bounded(id: &str) -> &str {
+    if id.len() <= MAX_CUSTOM_ID_LEN {
+        return id;
+    }
+    let mut end = MAX_CUSTOM_ID_LEN;
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    &id[..end]
+}
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -269,10 +284,10 @@ impl Recorder {
                 route: r.route.to_string(),
                 model: r.model.map(str::to_string),
                 status: r.status,
-                custom_id: r.custom_id.map(str::to_string),
+                custom_id: r.custom_id.map(|id| bounded(id).to_string()),
             });
         }
-        if let Some(id) = r.custom_id {
+        if let Some(id) = r.custom_id.map(bounded) {
             let len = inner.custom.len();
             let e = match inner.custom.get_mut(id) {
                 Some(e) => Some(e),

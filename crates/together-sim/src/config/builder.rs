@@ -198,4 +198,11 @@ impl SimBuilder {
         self.config.arrival_log_capacity = capacity;
         self
     }
+
+    /// How long a connection may sit without a request before it is closed
+    /// (default 30 s).
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.config.idle_timeout = idle;
+        self
+    }
 }

@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +79,10 @@ pub struct SimConfig {
     pub accept_unknown_models: bool,
     /// Arrival log capacity (oldest entries dropped beyond).
     pub arrival_log_capacity: usize,
+    /// How long a connection may sit without a request before it is
+    /// closed (`"30s"`); also bounds how long a request's head may take.
+    #[serde(with = "duration_str")]
+    pub idle_timeout: Duration,
     /// Rate-limit headers sent.
     pub headers: HeaderConfig,
     /// Limits by route pattern.
@@ -114,6 +119,7 @@ impl std::fmt::Debug for SimConfig {
             .field("embedding_dims", &self.embedding_dims)
             .field("accept_unknown_models", &self.accept_unknown_models)
             .field("arrival_log_capacity", &self.arrival_log_capacity)
+            .field("idle_timeout", &self.idle_timeout)
             .field("headers", &self.headers)
             .field("routes", &self.routes)
             .field("model_limits", &self.model_limits)
@@ -169,6 +175,7 @@ impl Default for SimConfig {
             embedding_dims: 16,
             accept_unknown_models: false,
             arrival_log_capacity: 10_000,
+            idle_timeout: Duration::from_secs(30),
             headers: HeaderConfig::default(),
             routes,
             model_limits: BTreeMap::new(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -22,6 +22,7 @@ async fn accept_loop(
     shared: Arc<ServerState>,
     mut rx: watch::Receiver<bool>,
 ) {
+    let idle = shared.config.idle_timeout;
     loop {
         tokio::select! {
             _ = rx.changed() => break,
@@ -39,7 +40,10 @@ async fn accept_loop(
                 let mut rx = rx.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(shared.clone(), req));
-                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                    let conn = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(idle)
+                        .serve_connection(TokioIo::new(stream), svc);
                     tokio::select! {
                         _ = conn => {}
                         _ = rx.changed() => {}
