@@ -19,6 +19,21 @@ pub(crate) struct Job {
     pub(crate) body: String,
     /// The body's `model`, for per-model figures.
     pub(crate) model: Option<String>,
+    /// A fingerprint of the request (method, path, body): a resumed run
+    /// tells a custom_id whose request changed.
+    pub(crate) fingerprint: String,
+}
+
+/// FNV-1a over the method, path and body: stable across runs and versions.
+pub(crate) fn fingerprint(method: &Method, path: &str, body: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [method.as_str(), path, body] {
+        for byte in part.bytes().chain([0]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("fnv1a:{hash:016x}")
 }
 
 /// A JSON object's string `model`.
@@ -62,6 +77,17 @@ impl Entry {
 /// Parses the input. Fails (before anything is sent) when two lines share a
 /// custom_id; a malformed line becomes an [`Entry::Bad`] and the rest proceed.
 pub(crate) fn parse(bytes: &[u8], endpoint: Option<&str>) -> Result<Vec<Entry>, String> {
+    // A UTF-8 byte order mark is not part of line 1.
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    // Old Mac line endings (a lone CR) end lines too: JSON never holds a raw
+    // CR inside a string.
+    let normalized;
+    let bytes = if bytes.contains(&b'\r') {
+        normalized = normalize_line_endings(bytes);
+        &normalized[..]
+    } else {
+        bytes
+    };
     let mut entries = Vec::new();
     for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
         let line = i + 1;
@@ -73,6 +99,23 @@ pub(crate) fn parse(bytes: &[u8], endpoint: Option<&str>) -> Result<Vec<Entry>, 
     }
     check_unique(&entries)?;
     Ok(entries)
+}
+
+/// CRLF and a lone CR become LF.
+fn normalize_line_endings(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut iter = bytes.iter().peekable();
+    while let Some(&b) = iter.next() {
+        if b == b'\r' {
+            if iter.peek() == Some(&&b'\n') {
+                iter.next();
+            }
+            out.push(b'\n');
+        } else {
+            out.push(b);
+        }
+    }
+    out
 }
 
 fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Entry {
@@ -115,12 +158,14 @@ fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Entry {
             );
         };
         let model = model_of(&obj);
+        let body = Value::Object(obj).to_string();
         return Entry::Job(Job {
             custom_id: line.to_string(),
             line,
+            fingerprint: fingerprint(&Method::POST, path, &body),
             method: Method::POST,
             path: path.to_owned(),
-            body: Value::Object(obj).to_string(),
+            body,
             model,
         });
     }
@@ -169,6 +214,7 @@ fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Entry {
     Entry::Job(Job {
         custom_id,
         line,
+        fingerprint: fingerprint(&method, &path, &body),
         method,
         path,
         body,
@@ -256,6 +302,22 @@ mod tests {
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].custom_id(), None);
         assert_eq!(entries[1].custom_id(), Some("1"));
+    }
+
+    #[test]
+    fn a_bom_and_every_line_ending_are_read() {
+        let line =
+            |id: &str| format!("{{\"custom_id\": \"{id}\", \"url\": \"/v1/x\", \"body\": {{}}}}");
+        for sep in ["\n", "\r\n", "\r"] {
+            let text = format!("\u{feff}{}{sep}{}{sep}", line("a"), line("b"));
+            let entries = parse(text.as_bytes(), None).unwrap();
+            let ids: Vec<_> = entries.iter().map(|e| e.custom_id()).collect();
+            assert_eq!(ids, [Some("a"), Some("b")], "{sep:?}");
+            assert!(
+                entries.iter().all(|e| matches!(e, Entry::Job(_))),
+                "{sep:?}"
+            );
+        }
     }
 
     #[test]

@@ -73,7 +73,8 @@
 //!
 //! 0 when every line is answered successfully, 1 when some failed (in this
 //! run or an earlier one) or were left unanswered (interrupted, stopped
-//! early), 2 when the run could not start (nothing
+//! early), 2 when the output stopped taking writes (after the summary) or
+//! the run could not start (nothing
 //! was sent).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -177,6 +178,18 @@ struct RunArgs {
     /// Sends again the lines whose earlier result was a failure.
     #[arg(long)]
     retry_failed: bool,
+    /// Refuses to start when some lines match no quota (they would go out
+    /// unpaced); by default they are listed with a warning.
+    #[arg(long)]
+    strict: bool,
+    /// Writes into an output file that is not a results file of this tool
+    /// (its other lines are removed).
+    #[arg(long)]
+    force: bool,
+    /// What to do when a custom_id already answered has another request in
+    /// the input: refuse to start, or send it again.
+    #[arg(long, value_enum, default_value_t = OnChange::Refuse, value_name = "WHAT")]
+    on_change: OnChange,
     /// After a first Ctrl-C or SIGTERM, seconds the requests in flight have
     /// to finish before they are abandoned (unanswered, sent on resume).
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
@@ -220,6 +233,15 @@ struct LimitsArgs {
     limits: LimitsSel,
     #[command(flatten)]
     bounds: BoundsSel,
+}
+
+/// What to do with a custom_id whose request changed since it was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnChange {
+    /// Stop before anything is sent, naming them.
+    Refuse,
+    /// Send them again, replacing their lines.
+    Resend,
 }
 
 /// How long and how much one request may take.
@@ -391,6 +413,9 @@ async fn run_command(args: RunArgs) -> ExitCode {
         api_key: None,
         retry_failed: args.retry_failed,
         keep_going: args.keep_going,
+        force: args.force,
+        strict: args.strict,
+        resend_changed: args.on_change == OnChange::Resend,
         bounds,
         grace: Duration::from_secs_f64(args.grace.max(0.0)),
         quiet: args.quiet,
@@ -404,7 +429,9 @@ async fn run_command(args: RunArgs) -> ExitCode {
     match run::run(opts).await {
         Ok(report) => {
             print!("{}", report.render());
-            if report.failed == 0 && report.unanswered == 0 && report.failed_earlier == 0 {
+            if report.output_error.is_some() {
+                ExitCode::from(2)
+            } else if report.failed == 0 && report.unanswered == 0 && report.failed_earlier == 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

@@ -1,9 +1,10 @@
-//! The output JSONL: what an earlier run already answered (resume), a torn
-//! last line cut off, and one whole line written per result.
+//! The output JSONL: what an earlier run already answered (resume, read as
+//! a stream, never whole), a torn last line cut off, one whole line written
+//! per result, and an exclusive lock while a run writes it.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -21,15 +22,31 @@ pub(crate) struct Previous {
     pub(crate) failed_earlier: usize,
     /// Failed lines dropped because no attempt reached a server (sent again).
     pub(crate) unsent: usize,
-    /// Complete lines that were not results (skipped).
+    /// Complete lines that were not results (removed, with `--force`).
     pub(crate) unreadable: usize,
+    /// custom_ids whose request body changed since their line was written.
+    pub(crate) changed: Vec<String>,
 }
 
-/// The output file, opened for appending whole lines.
+/// How to open the output.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ResumeOptions {
+    /// Drop failure lines to send them again.
+    pub(crate) retry_failed: bool,
+    /// Write into a file that is not a results file (its other lines go).
+    pub(crate) force: bool,
+    /// Drop the lines of custom_ids whose body changed, to send them again
+    /// (else they are only reported in [`Previous::changed`]).
+    pub(crate) resend_changed: bool,
+}
+
+/// The output file, opened for appending whole lines, locked for this run.
 #[derive(Debug)]
 pub(crate) struct Output {
     file: File,
     path: PathBuf,
+    /// Held while the run writes: a second run on the same output fails.
+    _lock: File,
 }
 
 /// Whether an output line is a success: it has a `response` and no `error`.
@@ -52,83 +69,108 @@ fn is_unnamed_bad_line(v: &Value) -> bool {
     v.get("custom_id").is_some_and(Value::is_null) && v["error"]["type"] == "invalid_input"
 }
 
+/// What to do with one complete line of an existing output.
+enum Verdict {
+    Keep,
+    Drop,
+}
+
 impl Output {
-    /// Opens (or creates) `path` for appending, after reading what it holds.
+    /// Opens (or creates) `path` for appending, after reading what it holds
+    /// line by line (memory holds the custom_ids, not the file).
     ///
-    /// A torn last line (no trailing newline: the process died mid-write) is
-    /// cut off. With `retry_failed`, lines recording failures are removed
-    /// (the file is rewritten through a temporary file and a rename) so the
-    /// retried custom_ids appear once.
-    pub(crate) fn open(path: &Path, retry_failed: bool) -> Result<(Output, Previous), String> {
+    /// Refuses a file that is not a results file of this tool (unless
+    /// `force`) and a file another run is writing (naming its pid). A torn
+    /// last line (no trailing newline: the process died mid-write) is cut
+    /// off. Lines dropped (failures with `retry_failed`, failures that
+    /// never reached a server, changed bodies with `resend_changed`) are
+    /// removed by copying the rest through a temporary file and a rename,
+    /// so the custom_ids sent again appear once. `fingerprints` are the
+    /// input's request fingerprints by custom_id.
+    pub(crate) fn open(
+        path: &Path,
+        options: ResumeOptions,
+        fingerprints: &HashMap<String, String>,
+    ) -> Result<(Output, Previous), String> {
         let fail = |what: &str, e: std::io::Error| {
             format!(
                 "cannot {what} the output {}: {e} (nothing was sent)",
                 path.display()
             )
         };
+        let lock = lock(path)?;
         let mut prev = Previous::default();
-        let mut bytes = Vec::new();
-        match File::open(path) {
-            Ok(mut f) => {
-                f.read_to_end(&mut bytes).map_err(|e| fail("read", e))?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        if path.exists() && !path.is_file() {
+            return Err(format!(
+                "the output {} is not a regular file: choose a file for -o (nothing was sent)",
+                path.display()
+            ));
+        }
+        let file = match File::open(path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(fail("open", e)),
-        }
-        let complete = match bytes.iter().rposition(|b| *b == b'\n') {
-            Some(i) => i + 1,
-            None => 0,
         };
-        prev.torn_bytes = bytes.len() - complete;
-        let mut keep = Vec::with_capacity(complete);
-        for raw in bytes[..complete].split_inclusive(|b| *b == b'\n') {
-            let parsed: Option<Value> = serde_json::from_slice(raw).ok();
-            let id = parsed
-                .as_ref()
-                .and_then(|v| v.get("custom_id"))
-                .and_then(Value::as_str);
-            let Some(id) = id else {
-                let unnamed_bad = parsed.as_ref().is_some_and(is_unnamed_bad_line);
-                if !unnamed_bad && !raw.iter().all(u8::is_ascii_whitespace) {
-                    prev.unreadable += 1;
+        let mut verdicts: Vec<(u64, u64, Verdict)> = Vec::new();
+        let mut complete = 0u64;
+        let mut results = 0usize;
+        let mut first_stranger: Option<u64> = None;
+        if let Some(file) = file {
+            let mut reader = BufReader::with_capacity(1 << 16, file);
+            let mut raw = Vec::new();
+            let mut number = 0u64;
+            loop {
+                raw.clear();
+                let n = reader
+                    .read_until(b'\n', &mut raw)
+                    .map_err(|e| fail("read", e))?;
+                if n == 0 {
+                    break;
                 }
-                continue;
-            };
-            let ok = parsed.as_ref().is_some_and(is_success);
-            if !ok && retry_failed {
-                prev.dropped_failures += 1;
-                continue;
+                if raw.last() != Some(&b'\n') {
+                    prev.torn_bytes = n;
+                    break;
+                }
+                number += 1;
+                let start = complete;
+                complete += n as u64;
+                let verdict = judge(&raw, options, fingerprints, &mut prev, &mut results);
+                if matches!(verdict, Some(Verdict::Drop)) || verdict.is_none() {
+                    if verdict.is_none() && !raw.iter().all(u8::is_ascii_whitespace) {
+                        first_stranger.get_or_insert(number);
+                    }
+                    verdicts.push((start, complete, Verdict::Drop));
+                } else {
+                    verdicts.push((start, complete, Verdict::Keep));
+                }
             }
-            if !ok && parsed.as_ref().is_some_and(never_reached_a_server) {
-                prev.unsent += 1;
-                continue;
-            }
-            match prev.answered.get(id) {
-                // A success already recorded wins; a later line for the same id is dropped.
-                Some(true) => continue,
-                Some(false) if !ok => continue,
-                _ => {}
-            }
-            if let Some(false) = prev.answered.insert(id.to_owned(), ok) {
-                prev.failed_earlier -= 1;
-            }
-            if !ok {
-                prev.failed_earlier += 1;
-            }
-            keep.extend_from_slice(raw);
         }
-        let rewrite = keep.len() != complete;
-        if rewrite {
-            let tmp = tmp_path(path);
-            std::fs::write(&tmp, &keep).map_err(|e| fail("rewrite", e))?;
-            std::fs::rename(&tmp, path).map_err(|e| fail("rewrite", e))?;
+        if let Some(line) = first_stranger
+            && !options.force
+        {
+            return Err(format!(
+                "{} is not a results file of together-batch (line {line} is not a result): \
+                 refusing to write into it; pass --force to replace its other lines, or \
+                 choose another -o (nothing was sent)",
+                path.display()
+            ));
+        }
+        if prev.torn_bytes > 0 && results == 0 && !options.force {
+            return Err(format!(
+                "{} is not a results file of together-batch (it has no complete result line): \
+                 refusing to write into it; pass --force to replace it (nothing was sent)",
+                path.display()
+            ));
+        }
+        let dropping = verdicts.iter().any(|(_, _, v)| matches!(v, Verdict::Drop));
+        if dropping {
+            rewrite(path, &verdicts).map_err(|e| fail("rewrite", e))?;
         } else if prev.torn_bytes > 0 {
             let f = OpenOptions::new()
                 .write(true)
                 .open(path)
                 .map_err(|e| fail("truncate", e))?;
-            f.set_len(complete as u64)
-                .map_err(|e| fail("truncate", e))?;
+            f.set_len(complete).map_err(|e| fail("truncate", e))?;
         }
         let file = OpenOptions::new()
             .create(true)
@@ -139,6 +181,7 @@ impl Output {
             Output {
                 file,
                 path: path.to_owned(),
+                _lock: lock,
             },
             prev,
         ))
@@ -160,6 +203,116 @@ impl Output {
             .and_then(|()| self.file.sync_data())
             .map_err(|e| format!("cannot flush {}: {e}", self.path.display()))
     }
+}
+
+/// Reads one complete line: `None` when it is not a result, else whether
+/// to keep it, counting what it says into `prev`.
+fn judge(
+    raw: &[u8],
+    options: ResumeOptions,
+    fingerprints: &HashMap<String, String>,
+    prev: &mut Previous,
+    results: &mut usize,
+) -> Option<Verdict> {
+    let parsed: Value = serde_json::from_slice(raw).ok()?;
+    if is_unnamed_bad_line(&parsed) {
+        *results += 1;
+        return Some(Verdict::Drop); // recorded again from the input
+    }
+    let id = parsed.get("custom_id").and_then(Value::as_str)?;
+    *results += 1;
+    let ok = is_success(&parsed);
+    if !ok && options.retry_failed {
+        prev.dropped_failures += 1;
+        return Some(Verdict::Drop);
+    }
+    if !ok && never_reached_a_server(&parsed) {
+        prev.unsent += 1;
+        return Some(Verdict::Drop);
+    }
+    let fingerprint = parsed.get("fingerprint").and_then(Value::as_str);
+    if let (Some(then), Some(now)) = (fingerprint, fingerprints.get(id))
+        && then != now
+    {
+        if options.resend_changed {
+            return Some(Verdict::Drop);
+        }
+        prev.changed.push(id.to_owned());
+    }
+    match prev.answered.get(id) {
+        // A success already recorded wins; a later line for the same id is dropped.
+        Some(true) => return Some(Verdict::Drop),
+        Some(false) if !ok => return Some(Verdict::Drop),
+        _ => {}
+    }
+    if let Some(false) = prev.answered.insert(id.to_owned(), ok) {
+        prev.failed_earlier -= 1;
+    }
+    if !ok {
+        prev.failed_earlier += 1;
+    }
+    Some(Verdict::Keep)
+}
+
+/// Copies the kept lines through a temporary file, then renames it over `path`.
+fn rewrite(path: &Path, verdicts: &[(u64, u64, Verdict)]) -> std::io::Result<()> {
+    let tmp = tmp_path(path);
+    let mut from = File::open(path)?;
+    let mut to = BufWriter::new(File::create(&tmp)?);
+    for (start, end, verdict) in verdicts {
+        if matches!(verdict, Verdict::Keep) {
+            from.seek(SeekFrom::Start(*start))?;
+            std::io::copy(&mut (&mut from).take(end - start), &mut to)?;
+        }
+    }
+    to.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Takes the output's lock file (`.NAME.lock`, holding this process's pid),
+/// or says which process holds it.
+fn lock(path: &Path) -> Result<File, String> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let lock_path = path.with_file_name(format!(".{name}.lock"));
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| {
+            format!(
+                "cannot open the output {}: its lock {}: {e} (nothing was sent)",
+                path.display(),
+                lock_path.display()
+            )
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(format!(
+                "another together-batch (pid {}) is writing {}: wait for it to finish, or \
+                 choose another -o (nothing was sent)",
+                holder.trim(),
+                path.display()
+            ));
+        }
+        Err(TryLockError::Error(e)) => {
+            return Err(format!(
+                "cannot lock {}: {e} (nothing was sent)",
+                lock_path.display()
+            ));
+        }
+    }
+    let _ = file.set_len(0);
+    let _ = write!(file, "{}", std::process::id());
+    let _ = file.flush();
+    Ok(file)
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
@@ -191,7 +344,7 @@ mod tests {
             "{\"custom_id\":\"a\",\"response\":{}}\n{\"custom_id\":\"b\",\"status\":500,\"error\":{}}\n{\"custom_id\":\"c\",\"resp",
         )
         .unwrap();
-        let (mut out, prev) = Output::open(&p, false).unwrap();
+        let (mut out, prev) = Output::open(&p, ResumeOptions::default(), &HashMap::new()).unwrap();
         assert_eq!(prev.torn_bytes, 22);
         assert_eq!(prev.failed_earlier, 1);
         assert_eq!(prev.answered.get("a"), Some(&true));
@@ -216,7 +369,7 @@ mod tests {
             r#"{"custom_id":null,"line":7,"error":{"type":"invalid_input"}}"#,
         ];
         std::fs::write(&p, lines.join("\n") + "\n").unwrap();
-        let (_out, prev) = Output::open(&p, false).unwrap();
+        let (_out, prev) = Output::open(&p, ResumeOptions::default(), &HashMap::new()).unwrap();
         assert_eq!(prev.unsent, 2);
         assert_eq!(prev.failed_earlier, 2);
         assert_eq!(
@@ -238,10 +391,75 @@ mod tests {
             "{\"custom_id\":\"a\",\"response\":{}}\n{\"custom_id\":\"b\",\"error\":{}}\n",
         )
         .unwrap();
-        let (_out, prev) = Output::open(&p, true).unwrap();
+        let retry = ResumeOptions {
+            retry_failed: true,
+            ..ResumeOptions::default()
+        };
+        let (_out, prev) = Output::open(&p, retry, &HashMap::new()).unwrap();
         assert_eq!(prev.dropped_failures, 1);
         assert!(!prev.answered.contains_key("b"));
         let text = std::fs::read_to_string(&p).unwrap();
         assert_eq!(text, "{\"custom_id\":\"a\",\"response\":{}}\n");
+    }
+
+    #[test]
+    fn a_file_that_is_not_results_is_refused_unless_forced() {
+        let d = dir("stranger");
+        let p = d.join("notes.txt");
+        std::fs::write(&p, "my notes\nmore notes\nno newline at the end").unwrap();
+        let none = HashMap::new();
+        let err = Output::open(&p, ResumeOptions::default(), &none).unwrap_err();
+        assert!(err.contains("not a results file"), "{err}");
+        assert!(err.contains("--force"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "my notes\nmore notes\nno newline at the end",
+            "left untouched"
+        );
+        let force = ResumeOptions {
+            force: true,
+            ..ResumeOptions::default()
+        };
+        let (_out, prev) = Output::open(&p, force, &none).unwrap();
+        assert_eq!(prev.torn_bytes, "no newline at the end".len());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "");
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_naming_the_first() {
+        let d = dir("lock");
+        let p = d.join("out.jsonl");
+        let none = HashMap::new();
+        let first = Output::open(&p, ResumeOptions::default(), &none).unwrap();
+        let err = Output::open(&p, ResumeOptions::default(), &none).unwrap_err();
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(first);
+        assert!(Output::open(&p, ResumeOptions::default(), &none).is_ok());
+    }
+
+    #[test]
+    fn a_changed_body_is_reported_or_sent_again() {
+        let d = dir("changed");
+        let p = d.join("out.jsonl");
+        let text = "{\"custom_id\":\"a\",\"fingerprint\":\"f1\",\"response\":{}}\n\
+                    {\"custom_id\":\"b\",\"fingerprint\":\"f2\",\"response\":{}}\n";
+        std::fs::write(&p, text).unwrap();
+        let now: HashMap<String, String> = [("a", "f1"), ("b", "f9")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into();
+        let (out, prev) = Output::open(&p, ResumeOptions::default(), &now).unwrap();
+        assert_eq!(prev.changed, ["b"]);
+        drop(out);
+        let resend = ResumeOptions {
+            resend_changed: true,
+            ..ResumeOptions::default()
+        };
+        let (_out, prev) = Output::open(&p, resend, &now).unwrap();
+        assert!(prev.changed.is_empty());
+        assert!(!prev.answered.contains_key("b"));
+        assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 1);
     }
 }

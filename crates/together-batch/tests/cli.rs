@@ -219,7 +219,6 @@ async fn failures_are_skipped_on_resume_unless_retry_failed() {
 
     // Without --retry-failed, nothing is sent again, and the run says the
     // output still holds a failure (exit 1), not that all is well.
-    write_input(chat_body(2));
     let out = run(Some("test-key"), &args).await;
     let (stdout, _) = texts(&out);
     assert!(stdout.contains("2 already answered"), "{stdout}");
@@ -230,6 +229,16 @@ async fn failures_are_skipped_on_resume_unless_retry_failed() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert_eq!(read_output(&output), first);
     assert_eq!(sim.stats().custom_ids["fix-me"].answered, 1);
+
+    // A line whose request changed is not skipped as answered: the run
+    // refuses to start, naming it.
+    write_input(chat_body(2));
+    let out = run(Some("test-key"), &args).await;
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("fix-me"), "{stderr}");
+    assert!(stderr.contains("--on-change resend"), "{stderr}");
+    assert_eq!(read_output(&output), first);
 
     // With it, the failure is sent again and its line replaced.
     let mut retry = args.clone();

@@ -376,3 +376,153 @@ async fn an_up_to_date_re_run_and_a_single_request_read_right() {
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_checks_fail_before_anything_is_sent() {
+    let sim = sim(20.0).await;
+    let dir = scratch("startup");
+    let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
+    std::fs::write(&input, chat_lines(3, MODEL)).unwrap();
+    let base = sim.base_url();
+    let refused = |out: &std::process::Output, needle: &str| {
+        let (_, stderr) = texts(out);
+        assert_eq!(out.status.code(), Some(2), "{needle}: {stderr}");
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+        assert!(stderr.contains("nothing was sent"), "{needle}: {stderr}");
+    };
+    // A report that cannot be written is found before sending, not after.
+    let report = dir.join("no-such-dir").join("report.json");
+    let extra = ["--report", report.to_str().unwrap()];
+    let out = run(
+        Some("test-key"),
+        &run_args(&input, &output, &base, "20", "0.05", &extra),
+    )
+    .await;
+    refused(&out, "cannot write the report");
+    // A base URL that is not http(s).
+    let out = run(
+        Some("test-key"),
+        &run_args(&input, &output, "ftp://127.0.0.1/", "20", "0.05", &[]),
+    )
+    .await;
+    refused(&out, "http(s)://");
+    // An output that is not a results file is left alone unless --force.
+    let notes = dir.join("notes.txt");
+    std::fs::write(&notes, "my notes\n").unwrap();
+    let out = run(
+        Some("test-key"),
+        &run_args(&input, &notes, &base, "20", "0.05", &[]),
+    )
+    .await;
+    refused(&out, "not a results file");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes\n");
+    let out = run(
+        Some("test-key"),
+        &run_args(&input, &notes, &base, "20", "0.05", &["--force"]),
+    )
+    .await;
+    assert!(out.status.success(), "{:?}", texts(&out));
+    assert_eq!(read_output(&notes).len(), 3);
+    // A path no quota paces: a warning, or a refusal with --strict.
+    let odd = dir.join("odd.jsonl");
+    std::fs::write(
+        &odd,
+        batch_line("u1", "/v1/unknown", json!({"model": MODEL})) + "\n",
+    )
+    .unwrap();
+    let out = run(
+        Some("test-key"),
+        &run_args(&odd, &output, &base, "20", "0.05", &["--strict"]),
+    )
+    .await;
+    refused(&out, "no quota paces POST /v1/unknown");
+    let out = run(
+        Some("test-key"),
+        &run_args(&odd, &output, &base, "20", "0.05", &[]),
+    )
+    .await;
+    assert!(
+        texts(&out).1.contains("no quota paces POST /v1/unknown"),
+        "{:?}",
+        texts(&out)
+    );
+    assert_eq!(
+        sim.stats().custom_ids.get("u1").map(|s| s.answered),
+        Some(1)
+    );
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_is_said_and_counted() {
+    let sim = sim(20.0).await;
+    let dir = scratch("redis-down");
+    let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
+    std::fs::write(&input, chat_lines(10, MODEL)).unwrap();
+    let base = sim.base_url();
+    let redis = format!("redis://127.0.0.1:{}/", closed_port());
+    let extra = [
+        "--redis",
+        redis.as_str(),
+        "--processes",
+        "2",
+        "--progress-every",
+        "0.1",
+    ];
+    let out = run(
+        Some("test-key"),
+        &run_args(&input, &output, &base, "20", "0.05", &extra),
+    )
+    .await;
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("the shared store (Redis) does not answer"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("decisions made locally"), "{stdout}");
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_mid_run_still_prints_the_summary() {
+    let sim = sim(20.0).await;
+    let dir = scratch("full-disk");
+    let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
+    std::fs::write(&input, chat_lines(200, MODEL)).unwrap();
+    let base = sim.base_url();
+    let args = run_args(&input, &output, &base, "20", "0.05", &["--no-state"]);
+    // The file size limit plays a full disk: writes past 16 KiB fail (the
+    // signal that would kill the process is ignored, so write() says EFBIG).
+    let quoted: Vec<String> = std::iter::once(BIN.to_owned())
+        .chain(args.iter().map(|a| a.to_string()))
+        .map(|a| format!("'{a}'"))
+        .collect();
+    let script = format!("trap '' XFSZ; ulimit -f 16; exec {}", quoted.join(" "));
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", &script])
+        .env("TOGETHER_API_KEY", "test-key")
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("together-batch: 200 lines"),
+        "the summary: {stdout}"
+    );
+    assert!(
+        stdout.contains("the output stopped taking writes"),
+        "{stdout}"
+    );
+    let written = std::fs::read_to_string(&output).unwrap();
+    assert!(
+        written.len() <= 16 * 1024 && written.len() > 0,
+        "{}",
+        written.len()
+    );
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -33,6 +33,8 @@ enum Script {
     AbsurdHints,
     /// 503 with `retry-after: 30`.
     Overloaded,
+    /// 200 with valid JSON quoting the request's `Authorization` header.
+    EchoKey,
 }
 
 /// A loopback server answering every request by `script`; counts the bytes
@@ -62,8 +64,8 @@ async fn hostile(script: Script) -> Hostile {
     }
 }
 
-/// Reads one request (head and content-length body); false at EOF.
-async fn read_request(stream: &mut TcpStream) -> bool {
+/// Reads one request (head and content-length body): its head, or `None` at EOF.
+async fn read_request(stream: &mut TcpStream) -> Option<String> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -76,14 +78,14 @@ async fn read_request(stream: &mut TcpStream) -> bool {
                 .unwrap_or(0);
             while buf.len() < end + 4 + len {
                 match stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return false,
+                    Ok(0) | Err(_) => return None,
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 }
             }
-            return true;
+            return Some(String::from_utf8_lossy(&buf[..end]).into_owned());
         }
         match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
@@ -97,7 +99,7 @@ async fn serve(
     written: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
 ) {
-    while read_request(&mut stream).await {
+    while let Some(head) = read_request(&mut stream).await {
         requests.fetch_add(1, Ordering::Relaxed);
         let ok = match script {
             Script::Huge(n) => {
@@ -159,6 +161,22 @@ async fn serve(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-ratelimit-remaining: 0\r\n\
                      x-ratelimit-reset: 80000\r\nretry-after: 86000\r\ncontent-length: {}\r\n\r\n{JSON}",
                     JSON.len()
+                );
+                stream.write_all(res.as_bytes()).await.is_ok()
+            }
+            Script::EchoKey => {
+                let auth = head
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("authorization: ")
+                            .or(l.strip_prefix("Authorization: "))
+                    })
+                    .unwrap_or("")
+                    .to_owned();
+                let body = serde_json::json!({"id": "x", "echo": auth}).to_string();
+                let res = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
                 );
                 stream.write_all(res.as_bytes()).await.is_ok()
             }
@@ -284,4 +302,15 @@ async fn a_server_overloaded_forever_costs_each_line_its_deadline_at_most() {
     assert!(took < Duration::from_secs(12), "took {took:?}");
     let requests = server.requests.load(Ordering::Relaxed);
     assert!(requests <= 15, "{requests} requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_echoed_in_a_success_body_is_not_written() {
+    let server = hostile(Script::EchoKey).await;
+    let (lines, stdout, stderr, code, _) = run_against("echo", &server, 2, &[]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    for l in &lines {
+        let echo = l["response"]["echo"].as_str().unwrap();
+        assert_eq!(echo, "Bearer <redacted>", "{l}");
+    }
 }

@@ -212,3 +212,80 @@ async fn a_second_ctrl_c_abandons_the_requests_in_flight() {
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_like_ctrl_c_and_resume_repeats_only_what_was_in_flight() {
+    let sim = sim().await;
+    let dir = scratch("sigterm");
+    let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
+    std::fs::write(&input, mixed_input(600)).unwrap();
+    let base = sim.base_url();
+    let key = sim.api_keys()[0].clone();
+
+    let child = start(Some(&key), &args(&input, &output, &base));
+    let pid = child.id().unwrap().to_string();
+    wait_for_lines(&output, 100).await;
+    let term = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(term.success());
+    let out = child.wait_with_output().await.unwrap();
+    let (stdout, stderr) = texts(&out);
+    // Like Ctrl-C: a summary, the output flushed, exit 1 (unanswered lines).
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("SIGTERM: taking no new lines"), "{stderr}");
+    assert!(stdout.contains("interrupted"), "{stdout}");
+    let written = complete_ids(&output);
+    let answered_at_stop = answered(&sim, 1);
+    // Requests the server answered but the output lacks were in flight.
+    let in_flight: BTreeSet<_> = answered_at_stop.difference(&written).cloned().collect();
+    assert!(written.len() < 600, "the run was not interrupted");
+
+    let out = run(Some(&key), &args(&input, &output, &base)).await;
+    assert!(out.status.success(), "{:?}", texts(&out));
+    let ids = ids(&read_output(&output));
+    assert_eq!(ids.len(), 600);
+    assert!(ids.values().all(|n| *n == 1));
+    let twice = answered(&sim, 2);
+    println!(
+        "SIGTERM after {} lines written; in flight {}; answered twice after resuming: {}",
+        written.len(),
+        in_flight.len(),
+        twice.len()
+    );
+    assert!(
+        twice.is_subset(&in_flight),
+        "answered twice but not in flight at the signal: {:?}",
+        twice.difference(&in_flight).collect::<Vec<_>>()
+    );
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_the_same_output_fails_at_once() {
+    let sim = sim().await;
+    let dir = scratch("two-runs");
+    let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
+    std::fs::write(&input, mixed_input(300)).unwrap();
+    let base = sim.base_url();
+    let key = sim.api_keys()[0].clone();
+
+    let first = start(Some(&key), &args(&input, &output, &base));
+    let pid = first.id().unwrap();
+    wait_for_lines(&output, 10).await;
+    let started = Instant::now();
+    let second = run(Some(&key), &args(&input, &output, &base)).await;
+    let (_, stderr) = texts(&second);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(stderr.contains(&format!("pid {pid}")), "{stderr}");
+    let out = first.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{:?}", texts(&out));
+    assert_eq!(read_output(&output).len(), 300);
+    assert!(answered(&sim, 2).is_empty(), "a request was sent twice");
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

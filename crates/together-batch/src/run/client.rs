@@ -101,7 +101,7 @@ pub(crate) fn build(opts: &RunOptions, key: &ApiKey) -> Result<Client, String> {
         .retry(retry)
         .rate_limit(quota.clone())
         .build_with(http)
-        .map_err(|e| key.scrub(&e.to_string()))?;
+        .map_err(|e| key.scrub(&format!("{e} (nothing was sent)")))?;
     Ok(Client {
         service: client.service(),
         together: client,

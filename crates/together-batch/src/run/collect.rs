@@ -94,6 +94,8 @@ pub(crate) struct Tally {
     pub(crate) reasons: BTreeMap<(u16, String), Reason>,
     /// Why sending stopped early, if it did.
     pub(crate) stops: Vec<String>,
+    /// The output stopped taking writes (a full disk): why.
+    pub(crate) output_error: Option<String>,
 }
 
 /// One kind of failure in the summary.
@@ -119,7 +121,8 @@ pub(crate) struct Context<'a> {
 
 /// Writes every result as it arrives until the feeders are done (or, after
 /// a write failure or a second Ctrl-C, abandoned); `tally` holds the bad
-/// input lines already written. `Err` when the output stops taking writes.
+/// input lines already written. An output that stops taking writes ends
+/// the run with the summary and the error in [`Tally::output_error`].
 pub(crate) async fn collect(
     cx: &Context<'_>,
     mut feeders: Feeders,
@@ -132,6 +135,7 @@ pub(crate) async fn collect(
     let mut signals = signals();
     let mut interrupts = 0;
     let mut abandoned = false;
+    let mut store_failing = false;
     let grace = tokio::time::sleep(Duration::from_secs(86_400 * 365));
     tokio::pin!(grace);
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
@@ -148,6 +152,7 @@ pub(crate) async fn collect(
                     continue;
                 }
                 tally.record(cx, &d, start);
+                note_store(cx, progress, &mut store_failing);
                 if !cx.opts.keep_going
                     && let Some(stop) = early_stop(cx.opts, &cx.client.together, &d).await
                     && feeders.block(|b| stop.apply(b))
@@ -190,6 +195,7 @@ pub(crate) async fn collect(
                 ));
             }
             _ = ticker.tick() => {
+                note_store(cx, progress, &mut store_failing);
                 progress.update(tally.done, total, &status_line(cx, &tally, start), false);
                 if last_save.elapsed() >= STATE_EVERY {
                     last_save = Instant::now();
@@ -207,11 +213,11 @@ pub(crate) async fn collect(
         progress.note(&e);
     }
     progress.finish();
-    out.flush()?;
-    match write_error {
-        Some(e) => Err(e),
-        None => Ok(tally),
+    if let Err(e) = out.flush() {
+        write_error.get_or_insert(e);
     }
+    tally.output_error = write_error;
+    Ok(tally)
 }
 
 impl Tally {
@@ -252,6 +258,23 @@ impl Tally {
             .or_default()
             .add(d, since_start, now);
     }
+}
+
+/// Says when the shared store stops (or starts again) answering.
+fn note_store(cx: &Context<'_>, progress: &Progress, failing: &mut bool) {
+    let Some(stats) = cx.client.quota.sharing_stats() else {
+        return;
+    };
+    if stats.store_failing == *failing {
+        return;
+    }
+    *failing = stats.store_failing;
+    progress.note(if *failing {
+        "the shared store (Redis) does not answer: deciding locally, at this process's share \
+         of each quota, until it answers again"
+    } else {
+        "the shared store (Redis) answers again: quotas are shared again"
+    });
 }
 
 /// Ctrl-C, SIGTERM (docker stop, systemd, timeout) and SIGHUP, by name, as

@@ -116,7 +116,7 @@ pub(crate) fn start(
     let (blocked, blocked_rx) = watch::channel(Blocked::default());
     let in_flight = InFlight::default();
     let ids = Arc::new(AtomicU64::new(0));
-    for RouteJobs { route, jobs } in routes {
+    for RouteJobs { route, jobs, .. } in routes {
         let feeder = Feeder {
             route,
             service: service.clone(),
@@ -257,6 +257,7 @@ impl Feeder {
             "started_at_ms": started_at,
             "elapsed_ms": (t0.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
             "reached_server": reached_server,
+            "fingerprint": job.fingerprint,
         });
         let error = match sent.outcome {
             Ok(body) => {

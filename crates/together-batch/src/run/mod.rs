@@ -3,10 +3,13 @@
 //! stack), [`feed`] (one feeder per route), [`collect`] (write
 //! each result as it arrives, progress, Ctrl-C), [`report`] (sum up).
 
+use std::collections::HashMap;
+
 use together_tower::body::BodyLimits;
 
 use crate::config;
-use crate::output::Output;
+use crate::input::Entry;
+use crate::output::{Output, ResumeOptions};
 use crate::progress::Progress;
 
 mod client;
@@ -27,9 +30,26 @@ pub(crate) use report::Report;
 pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
     // Everything that can fail does, before a request goes out.
     let entries = plan::read_input(&opts)?;
+    plan::check_report_path(&opts)?;
     let key = client::read_key(&opts)?;
     let client = client::build(&opts, &key)?;
-    let (mut out, prev) = Output::open(&opts.output, opts.retry_failed)?;
+    let fingerprints: HashMap<String, String> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Job(job) => Some((job.custom_id.clone(), job.fingerprint.clone())),
+            Entry::Bad { .. } => None,
+        })
+        .collect();
+    let resume = ResumeOptions {
+        retry_failed: opts.retry_failed,
+        force: opts.force,
+        resend_changed: opts.resend_changed,
+    };
+    let (mut out, prev) = Output::open(&opts.output, resume, &fingerprints)?;
+    drop(fingerprints);
+    if !prev.changed.is_empty() {
+        return Err(plan::changed_message(&prev.changed, &opts));
+    }
     let rates = config::route_rates(&client.limits);
     let learned = config::learned_request_quotas(&client.limits);
     let mut notes: Vec<String> = plan::restore_paces(&opts, &client.quota)
@@ -37,6 +57,12 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
         .collect();
     notes.extend(plan::resume_notes(&prev, &opts));
     let mut plan = plan::partition(entries, &prev, &client.limits);
+    if let Some(warning) = plan::unpaced(&plan) {
+        if opts.strict {
+            return Err(format!("--strict: {warning} (nothing was sent)"));
+        }
+        notes.push(warning);
+    }
 
     let total = plan.total;
     let mut progress = Progress::new(total, opts.quiet, opts.progress_every);

@@ -20,6 +20,13 @@ pub(crate) struct RunOptions {
     /// Only for in-process runs (demo, bench); the CLI reads the environment.
     pub(crate) api_key: Option<ApiKey>,
     pub(crate) retry_failed: bool,
+    /// Writes into an output that is not a results file (its other lines go).
+    pub(crate) force: bool,
+    /// Refuses to start when some lines match no quota.
+    pub(crate) strict: bool,
+    /// Sends again the lines whose request changed since they were answered
+    /// (else the run refuses to start).
+    pub(crate) resend_changed: bool,
     /// Sends every line even after an error that will hit them all (a
     /// refused key, an unreachable base URL, an unknown route or model).
     pub(crate) keep_going: bool,

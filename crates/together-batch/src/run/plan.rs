@@ -17,6 +17,8 @@ pub(crate) struct RouteJobs {
     /// The route that paces them (`POST /v1/embeddings`), or `METHOD path`
     /// when no route does.
     pub(crate) route: String,
+    /// Whether a route of the limits paces them.
+    pub(crate) paced: bool,
     pub(crate) jobs: Vec<Job>,
 }
 
@@ -46,13 +48,52 @@ pub(crate) fn read_input(opts: &RunOptions) -> Result<Vec<Entry>, String> {
     input::parse(&bytes, opts.endpoint.as_deref())
 }
 
-/// The route a job is paced by, as the report names it.
-pub(crate) fn route_of(limits: &Limits, job: &Job) -> String {
+/// The route a job is paced by, as the report names it, and whether one is.
+pub(crate) fn route_of(limits: &Limits, job: &Job) -> (String, bool) {
     let path = job.path.split(['?', '#']).next().unwrap_or(&job.path);
     match limits.route_name(&job.method, path) {
-        Some(name) => name.to_owned(),
-        None => format!("{} {path}", job.method),
+        Some(name) => (name.to_owned(), true),
+        None => (format!("{} {path}", job.method), false),
     }
+}
+
+/// The routes no quota paces, to warn about (or refuse with `--strict`).
+pub(crate) fn unpaced(plan: &Plan) -> Option<String> {
+    let names: Vec<String> = plan
+        .routes
+        .iter()
+        .filter(|r| !r.paced)
+        .map(|r| format!("{} ({} line(s))", r.route, r.jobs.len()))
+        .collect();
+    (!names.is_empty()).then(|| {
+        format!(
+            "no quota paces {}: those lines go out as fast as --max-in-flight allows \
+             (check their url; --strict refuses to start instead)",
+            names.join(", ")
+        )
+    })
+}
+
+/// Fails now if the report cannot be written later.
+pub(crate) fn check_report_path(opts: &RunOptions) -> Result<(), String> {
+    let Some(path) = &opts.report else {
+        return Ok(());
+    };
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| {
+            format!(
+                "cannot write the report {}: {e} (nothing was sent)",
+                path.display()
+            )
+        })?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
 }
 
 /// Skips what `prev` answers and groups the rest by route.
@@ -90,10 +131,11 @@ pub(crate) fn partition(entries: Vec<Entry>, prev: &Previous, limits: &Limits) -
                 "error": {"status": null, "type": "invalid_input", "message": message},
             })),
             Entry::Job(job) => {
-                let route = route_of(limits, &job);
+                let (route, paced) = route_of(limits, &job);
                 let i = *index.entry(route.clone()).or_insert_with(|| {
                     routes.push(RouteJobs {
                         route,
+                        paced,
                         jobs: Vec::new(),
                     });
                     routes.len() - 1
@@ -124,6 +166,27 @@ pub(crate) fn bad_line_notes(plan: &Plan) -> Vec<String> {
         ));
     }
     notes
+}
+
+/// Why a resumed run refuses to start: the input's requests changed for
+/// custom_ids the output already answers.
+pub(crate) fn changed_message(changed: &[String], opts: &RunOptions) -> String {
+    let shown: Vec<&str> = changed.iter().take(5).map(String::as_str).collect();
+    format!(
+        "{} custom_id(s) of {} have another request in the input than the one answered in {} \
+         ({}{}): bare bodies take their line number as custom_id, so an inserted line shifts \
+         them; give each line a custom_id, or pass --on-change resend to send the changed ones \
+         again (nothing was sent)",
+        changed.len(),
+        opts.input.display(),
+        opts.output.display(),
+        shown.join(", "),
+        if changed.len() > shown.len() {
+            ", ..."
+        } else {
+            ""
+        }
+    )
 }
 
 /// What resuming found in the output, to say before sending.

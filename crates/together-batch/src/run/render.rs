@@ -32,6 +32,13 @@ impl Report {
                 ""
             }
         );
+        if let Some(e) = &self.output_error {
+            let _ = writeln!(
+                s,
+                "the output stopped taking writes: {e}; answers after that are not recorded \
+                 and their lines are sent again on resume"
+            );
+        }
         for why in &self.stopped_early {
             let _ = writeln!(s, "stopped: {why}");
         }
@@ -63,10 +70,14 @@ impl Report {
             } else {
                 format!(" x{}", self.time_scale)
             },
-            if self.shared_through_redis {
-                ", shared through Redis"
-            } else {
-                ""
+            match (self.shared_through_redis, self.decided_locally) {
+                (true, Some(0) | None) => ", shared through Redis".to_owned(),
+                (true, Some(local)) => format!(
+                    ", shared through Redis ({local} of {} decisions made locally while it \
+                     did not answer)",
+                    local + self.shared_decisions.unwrap_or(0)
+                ),
+                (false, _) => String::new(),
             }
         );
         if !self.routes.is_empty() {

@@ -74,6 +74,9 @@ pub(crate) struct Report {
     pub(crate) limits_from: String,
     pub(crate) time_scale: f64,
     pub(crate) shared_through_redis: bool,
+    /// With Redis: decisions asked of it, and made locally while it failed.
+    pub(crate) shared_decisions: Option<u64>,
+    pub(crate) decided_locally: Option<u64>,
     /// Non-blank input lines.
     pub(crate) lines: u64,
     /// Lines already answered in the output (not sent again).
@@ -90,6 +93,9 @@ pub(crate) struct Report {
     pub(crate) failure_reasons: Vec<FailureReport>,
     /// Why sending stopped early (an error that would hit every line).
     pub(crate) stopped_early: Vec<String>,
+    /// The output stopped taking writes (a full disk): why. Answers after
+    /// it are not recorded; their lines are sent again on resume.
+    pub(crate) output_error: Option<String>,
     /// Lines left without an answer (interrupted); sent on resume.
     pub(crate) unanswered: u64,
     pub(crate) interrupted: bool,
@@ -153,6 +159,7 @@ impl Report {
             })
             .collect();
         let snapshot = client.quota.snapshot();
+        let sharing = client.quota.sharing_stats();
         let models = tally
             .models
             .iter()
@@ -195,6 +202,8 @@ impl Report {
             limits_from: opts.limits.origin.clone(),
             time_scale: opts.time_scale,
             shared_through_redis: opts.redis.is_some(),
+            shared_decisions: sharing.map(|s| s.asked),
+            decided_locally: sharing.map(|s| s.decided_locally),
             lines: plan.lines,
             skipped: plan.skipped,
             ok: tally.ok,
@@ -203,6 +212,7 @@ impl Report {
             failed_earlier,
             failure_reasons: reasons,
             stopped_early: tally.stops.clone(),
+            output_error: tally.output_error.clone(),
             unanswered: plan.total - tally.done,
             interrupted: tally.interrupted,
             wall_secs,
