@@ -314,3 +314,38 @@ async fn a_key_echoed_in_a_success_body_is_not_written() {
         assert_eq!(echo, "Bearer <redacted>", "{l}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_stops_waiting_on_a_dripping_body_after_the_grace() {
+    for signal in ["-INT", "-HUP"] {
+        let server = hostile(Script::Drip(Duration::from_millis(100))).await;
+        let dir = scratch(&format!("grace{signal}"));
+        let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
+        std::fs::write(&input, chats(2)).unwrap();
+        let flags = ["--timeout", "600", "--grace", "1", "--no-state"];
+        let args = run_args(&input, &output, &server.base, "1", "0.05", &flags);
+        let child = start(Some("test-key"), &args);
+        let pid = child.id().unwrap().to_string();
+        while server.written.load(Ordering::Relaxed) < 5 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let signalled = Instant::now();
+        let kill = tokio::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(kill.success());
+        let out = child.wait_with_output().await.unwrap();
+        let (stdout, stderr) = texts(&out);
+        // One signal is enough: the body's wait ends after the 1 s grace.
+        assert!(
+            signalled.elapsed() < Duration::from_secs(5),
+            "{signal}: {stderr}"
+        );
+        assert_eq!(out.status.code(), Some(1), "{signal}: {stdout}\n{stderr}");
+        assert!(stderr.contains("abandoning"), "{signal}: {stderr}");
+        assert!(stdout.contains("unanswered"), "{signal}: {stdout}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
