@@ -519,7 +519,7 @@ async fn a_full_disk_mid_run_still_prints_the_summary() {
     );
     let written = std::fs::read_to_string(&output).unwrap();
     assert!(
-        written.len() <= 16 * 1024 && written.len() > 0,
+        written.len() <= 16 * 1024 && !written.is_empty(),
         "{}",
         written.len()
     );
