@@ -98,6 +98,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::{Bounds, LimitsSource};
 use crate::run::RunOptions;
 
 /// A JSONL of requests in, a JSONL of results out, paced to the rate limits.
@@ -266,7 +267,7 @@ struct BoundsSel {
 }
 
 impl BoundsSel {
-    fn check(&self) -> Result<config::Bounds, String> {
+    fn check(&self) -> Result<Bounds, String> {
         let secs = |v: f64, flag: &str| {
             (v > 0.0 && v.is_finite())
                 .then(|| Duration::from_secs_f64(v))
@@ -277,7 +278,7 @@ impl BoundsSel {
             .and_then(|m| m.checked_mul(1 << 20))
             .filter(|b| *b > 0)
             .ok_or("--max-response-mb must be above 0")?;
-        Ok(config::Bounds {
+        Ok(Bounds {
             attempt: secs(self.attempt_timeout, "--timeout")?,
             idle: secs(self.idle_timeout, "--idle-timeout")?,
             deadline: secs(self.deadline, "--deadline")?,
@@ -343,13 +344,16 @@ fn main() -> ExitCode {
     })
 }
 
+/// The limits and bounds the flags select, checked.
+fn selected(sel: &LimitsSel, bounds: &BoundsSel) -> Result<(LimitsSource, Bounds), String> {
+    let bounds = bounds.check()?;
+    let source = config::load(sel.limits.as_deref(), sel.tier.as_deref())?;
+    Ok((source, bounds))
+}
+
 fn limits_command(args: LimitsArgs) -> ExitCode {
     let sel = args.limits;
-    let bounds = match args.bounds.check() {
-        Ok(b) => b,
-        Err(e) => return fail(&e),
-    };
-    let source = match config::load(sel.limits.as_deref(), sel.tier.as_deref()) {
+    let (source, bounds) = match selected(&sel, &args.bounds) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -373,11 +377,7 @@ fn limits_command(args: LimitsArgs) -> ExitCode {
 
 async fn run_command(args: RunArgs) -> ExitCode {
     let sel = args.limits;
-    let bounds = match args.bounds.check() {
-        Ok(b) => b,
-        Err(e) => return fail(&e),
-    };
-    let source = match config::load(sel.limits.as_deref(), sel.tier.as_deref()) {
+    let (source, bounds) = match selected(&sel, &args.bounds) {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
