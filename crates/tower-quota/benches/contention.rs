@@ -5,7 +5,7 @@
 //! per grant, and CPU per grant (this thread's CPU time from
 //! /proc/thread-self/schedstat: everything runs on one current-thread runtime).
 //!
-//! `cargo bench -p tower-quota --bench contention` (about a minute)
+//! `cargo bench -p tower-quota --bench contention` (about two minutes)
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -124,16 +124,66 @@ where
     }
 }
 
-async fn run(tasks: u64, per_sec: u32) {
-    println!("\n{tasks} tasks through {per_sec}/s (burst 1):");
+fn limits(per_sec: u32) -> Limits {
     let rate = Rate::per_second(NonZeroU32::new(per_sec).unwrap());
-    let limits = Limits::builder()
+    Limits::builder()
         .safety_margin(0.0)
         .quota("q", Quota::new(rate))
         .route(Route::new(Method::POST, "/x").quota("q"))
         .build()
-        .unwrap();
-    let svc = RateLimit::new(noop(), limits);
+        .unwrap()
+}
+
+/// This process's resident memory, in bytes (Linux).
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Memory per queued waiter: `n` tasks waiting on a quota of 1/s, the
+/// resident memory they add (the task, its request, the response future,
+/// the queue entry) divided by `n`.
+async fn memory_per_waiter(n: usize) {
+    let svc = RateLimit::new(noop(), limits(1));
+    let call = one_call(svc);
+    let before = rss();
+    let handles: Vec<_> = (0..n).map(|_| tokio::spawn(call())).collect();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let grown = rss().saturating_sub(before);
+    println!(
+        "\n{n} waiters queued on one quota: +{:.1} MB resident, {} bytes per waiter \
+         (task, request, response future, queue entry)",
+        grown as f64 / 1e6,
+        grown / n as u64
+    );
+    for h in handles {
+        h.abort();
+    }
+}
+
+/// tower-quota alone at `per_sec` with `tasks` waiters.
+async fn run_quota(tasks: u64, per_sec: u32) {
+    println!("\n{tasks} tasks through {per_sec}/s (burst 1):");
+    let svc = RateLimit::new(noop(), limits(per_sec));
+    measure(
+        "tower-quota RateLimit (margin 0)",
+        tasks,
+        per_sec.into(),
+        one_call(svc),
+    )
+    .await
+    .print();
+}
+
+async fn run(tasks: u64, per_sec: u32) {
+    println!("\n{tasks} tasks through {per_sec}/s (burst 1):");
+    let svc = RateLimit::new(noop(), limits(per_sec));
     measure(
         "tower-quota RateLimit (margin 0)",
         tasks,
@@ -177,7 +227,11 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
+        // First, on a fresh heap: memory freed by a later run would be reused.
+        memory_per_waiter(20_000).await;
         run(100, 10).await;
+        run_quota(1_000, 1_000).await;
         run(10_000, 1_000).await;
+        run_quota(20_000, 1_000).await;
     });
 }

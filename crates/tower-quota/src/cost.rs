@@ -7,6 +7,8 @@ use http::HeaderName;
 use http::request::Parts;
 use serde_json::Value;
 
+use crate::fields::BodyFields;
+
 /// What one request costs against a quota.
 #[derive(Clone, Default)]
 #[non_exhaustive]
@@ -18,10 +20,17 @@ pub enum Cost {
     Tokens(TokenEstimate),
     /// A function of the request head and its buffered body.
     Custom(CostFn),
+    /// A function of the request head and the body's fields, parsed once
+    /// for every quota of the route ([`Cost::from_fields`]).
+    Fields(FieldsFn),
 }
 
 /// A custom cost function: request head and buffered body (if any) to units.
 pub type CostFn = Arc<dyn Fn(&Parts, Option<&[u8]>) -> u32 + Send + Sync>;
+
+/// A cost function of the request head and its JSON body's fields (`None`
+/// when the body is not JSON).
+pub type FieldsFn = Arc<dyn Fn(&Parts, Option<&BodyFields>) -> u32 + Send + Sync>;
 
 impl Cost {
     /// A cost computed by `f` from the request head and body bytes.
@@ -29,17 +38,42 @@ impl Cost {
         Cost::Custom(Arc::new(f))
     }
 
+    /// A cost computed by `f` from the request head and the body's fields
+    /// (`max_tokens`, `n`, the input's length, the keyed fields), read once
+    /// for every quota of the route: no second parse of the body.
+    ///
+    /// ```
+    /// use tower_quota::Cost;
+    ///
+    /// // An image costs its `n`.
+    /// let images = Cost::from_fields(|_, fields| {
+    ///     fields.and_then(|f| f.n()).unwrap_or(1).clamp(1, 10) as u32
+    /// });
+    /// # let _ = images;
+    /// ```
+    pub fn from_fields(
+        f: impl Fn(&Parts, Option<&BodyFields>) -> u32 + Send + Sync + 'static,
+    ) -> Self {
+        Cost::Fields(Arc::new(f))
+    }
+
     pub(crate) fn needs_body(&self) -> bool {
         !matches!(self, Cost::Requests)
     }
 
-    pub(crate) fn of(&self, parts: &Parts, json: Option<&Value>, body: Option<&[u8]>) -> u32 {
+    pub(crate) fn of(
+        &self,
+        parts: &Parts,
+        fields: Option<&BodyFields>,
+        body: Option<&[u8]>,
+    ) -> u32 {
         match self {
             Cost::Requests => 1,
-            Cost::Tokens(estimate) => {
-                json.map_or(estimate.default_max_tokens.max(1), |v| estimate.estimate(v))
-            }
+            Cost::Tokens(estimate) => fields.map_or(estimate.default_max_tokens.max(1), |f| {
+                estimate.estimate_fields(f)
+            }),
             Cost::Custom(f) => f(parts, body),
+            Cost::Fields(f) => f(parts, fields),
         }
     }
 }
@@ -50,6 +84,7 @@ impl fmt::Debug for Cost {
             Cost::Requests => f.write_str("Requests"),
             Cost::Tokens(t) => f.debug_tuple("Tokens").field(t).finish(),
             Cost::Custom(_) => f.write_str("Custom(..)"),
+            Cost::Fields(_) => f.write_str("Fields(..)"),
         }
     }
 }
@@ -107,6 +142,16 @@ impl TokenEstimate {
         let total = input + (max_tokens.saturating_mul(n)) as f64;
         total.clamp(1.0, f64::from(u32::MAX)) as u32
     }
+
+    /// The estimated tokens from a body's fields: the same as
+    /// [`estimate`](Self::estimate) of the parsed body, without the tree.
+    pub fn estimate_fields(&self, body: &BodyFields) -> u32 {
+        let input = (body.input_chars() as f64 / self.chars_per_token.max(0.01)).ceil();
+        let max_tokens = body.max_tokens().unwrap_or(self.default_max_tokens.into());
+        let n = body.n().unwrap_or(1).max(1);
+        let total = input + (max_tokens.saturating_mul(n)) as f64;
+        total.clamp(1.0, f64::from(u32::MAX)) as u32
+    }
 }
 
 fn count_chars(value: &Value, chars: &mut usize) {
@@ -143,9 +188,9 @@ impl KeyBy {
         matches!(self, KeyBy::BodyField(_))
     }
 
-    pub(crate) fn key_of(&self, parts: &Parts, json: Option<&Value>) -> Option<String> {
+    pub(crate) fn key_of(&self, parts: &Parts, fields: Option<&BodyFields>) -> Option<String> {
         match self {
-            KeyBy::BodyField(field) => json?.get(field)?.as_str().map(str::to_owned),
+            KeyBy::BodyField(field) => fields?.field(field).map(str::to_owned),
             KeyBy::Header(name) => {
                 let value = parts.headers.get(name)?;
                 Some(format!("#{:016x}", fnv1a(value.as_bytes())))

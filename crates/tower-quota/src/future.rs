@@ -88,6 +88,22 @@ where
         }
     }
 
+    /// Granted at admission: straight to calling the inner service.
+    pub(crate) fn granted(
+        engine: Arc<Engine>,
+        cells: Vec<Granted>,
+        svc: S,
+        req: Request<B>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Ready {
+                svc: Some(svc),
+                req: Some(req),
+                feedback: Some(Feedback { engine, cells }),
+            },
+        }
+    }
+
     pub(crate) fn waiting(engine: Arc<Engine>, id: u64, svc: S, req: Request<B>) -> Self {
         ResponseFuture {
             state: State::Waiting {

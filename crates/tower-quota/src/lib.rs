@@ -67,6 +67,7 @@ mod config;
 mod cost;
 mod engine;
 pub mod error;
+mod fields;
 pub mod future;
 mod layer;
 mod learn;
@@ -87,7 +88,8 @@ pub use config::{
     DEFAULT_CATCH_UP, DEFAULT_HOLD, DEFAULT_MAX_HOLD, DEFAULT_SAFETY_MARGIN, InvalidConfig,
     LimitRow, Limits, LimitsBuilder, Quota, Route, Unmatched,
 };
-pub use cost::{Cost, CostFn, KeyBy, TokenEstimate};
+pub use cost::{Cost, CostFn, FieldsFn, KeyBy, TokenEstimate};
+pub use fields::BodyFields;
 pub use layer::RateLimitLayer;
 pub use rate::{Rate, RateParseError, parse_duration};
 pub use service::RateLimit;

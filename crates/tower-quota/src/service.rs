@@ -1,4 +1,5 @@
 use std::fmt;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -8,6 +9,7 @@ use tower_service::Service;
 use crate::body::PeekBody;
 use crate::config::Limits;
 use crate::engine::{Admission, CellKey, Engine};
+use crate::fields::BodyFields;
 use crate::future::ResponseFuture;
 use crate::{BoxError, Snapshot};
 
@@ -79,7 +81,10 @@ impl<S> RateLimit<S> {
         } else {
             None
         };
-        let json = bytes.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
+        let fields = bytes.and_then(|b| {
+            let wanted: Vec<&str> = route.body_fields.iter().map(String::as_str).collect();
+            BodyFields::parse(b, &wanted)
+        });
         let cells = route
             .quotas
             .iter()
@@ -88,10 +93,13 @@ impl<S> RateLimit<S> {
                 let key = q
                     .key
                     .as_ref()
-                    .and_then(|k| k.key_of(&parts, json.as_ref()))
+                    .and_then(|k| k.key_of(&parts, fields.as_ref()))
                     .map(Arc::from);
-                let cost = q.cost.of(&parts, json.as_ref(), bytes);
-                (CellKey { quota, key }, cost)
+                let cost = q.cost.of(&parts, fields.as_ref(), bytes);
+                (
+                    CellKey { quota, key },
+                    NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN),
+                )
             })
             .collect();
         let admission = engine.admit(route_index, cells);
@@ -141,6 +149,9 @@ where
             Ok(Admission::Pass) => ResponseFuture::ready(inner, req),
             Ok(Admission::Queued(id)) => {
                 ResponseFuture::waiting(self.engine.clone(), id, inner, req)
+            }
+            Ok(Admission::Granted(cells)) => {
+                ResponseFuture::granted(self.engine.clone(), cells, inner, req)
             }
             Err(error) => ResponseFuture::failed(error),
         }

@@ -152,10 +152,9 @@ fn requests(rate: &Rate) -> Rate {
 /// cost above its window as the whole window).
 fn image_cost(rate: &Rate) -> Cost {
     let cap = rate.per_second_f64().ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
-    Cost::custom(move |_, body| {
-        let n = body
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-            .and_then(|v| v.get("n").and_then(serde_json::Value::as_u64))
+    Cost::from_fields(move |_, fields| {
+        let n = fields
+            .and_then(|f| f.n())
             .unwrap_or(1)
             .clamp(1, u64::from(cap));
         n as u32

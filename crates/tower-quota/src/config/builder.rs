@@ -210,12 +210,21 @@ impl LimitsBuilder {
                 let q: &CompiledQuota = &quotas[i];
                 q.cost.needs_body() || q.key.as_ref().is_some_and(KeyBy::needs_body)
             });
+            let mut body_fields: Vec<String> = Vec::new();
+            for &i in &ids {
+                if let Some(KeyBy::BodyField(field)) = &quotas[i].key
+                    && !body_fields.contains(field)
+                {
+                    body_fields.push(field.clone());
+                }
+            }
             Ok(CompiledRoute {
                 name,
                 matcher,
                 quotas: ids,
                 max_wait,
                 needs_body,
+                body_fields,
             })
         };
         let mut routes = Vec::new();

@@ -12,37 +12,71 @@ use crate::error::{CostTooHigh, StoreUnavailable, WaitTimeout};
 use crate::shared::{OnStoreFailure, SharedCell, SharedDecision};
 
 use super::cell::{Cell, CellKey};
-use super::{Admission, Attempt, Engine, MAX_ROUNDS, SWEEP_EVERY, State, Waiter};
+use super::{Admission, Attempt, Engine, Granted, MAX_ROUNDS, SWEEP_EVERY, State, Waiter};
+
+/// Grants a request that never queued: learning cells hear of the grant.
+fn grant_free(
+    state: &mut State,
+    cells: Vec<(CellKey, NonZeroU32)>,
+    decision: Instant,
+    learns: bool,
+) -> Vec<Granted> {
+    cells
+        .into_iter()
+        .map(|(key, cost)| {
+            let epoch = if learns {
+                let cell = state.cells.get_mut(&key).expect("cell of the request");
+                cell.learner.as_mut().map_or(0, |l| {
+                    l.granted(decision, f64::from(cost.get()));
+                    l.epoch
+                })
+            } else {
+                0
+            };
+            Granted::new(key, cost.get(), epoch)
+        })
+        .collect()
+}
 
 impl Engine {
-    /// Queues a request that draws `cells` on route `route`.
+    /// Admits a request that draws `cells` on route `route`: granted at
+    /// once when every cell is free (nobody queued, no hold, governor
+    /// grants now, no shared store to ask), else queued.
     pub(crate) fn admit(
         &self,
         route: usize,
-        cells: Vec<(CellKey, u32)>,
+        mut cells: Vec<(CellKey, NonZeroU32)>,
     ) -> Result<Admission, BoxError> {
         if cells.is_empty() {
             return Ok(Admission::Pass);
         }
         let now = Instant::now();
         let now_off = self.offset(now);
-        let share = self.local_share();
-        let margin = self.limits.safety_margin;
         let mut state = self.lock();
         if now.saturating_duration_since(state.last_sweep) >= SWEEP_EVERY {
             state.sweep(now_off, now);
         }
-        let mut checked = Vec::with_capacity(cells.len());
         let mut earliest = now;
-        for (key, cost) in cells {
+        let mut free = self.shared.is_none();
+        for (key, cost) in &mut cells {
             let quota = &self.limits.quotas[key.quota];
-            let cell = state.cells.entry(key.clone()).or_insert_with(|| {
-                let (params, learn) = quota.params_for(key.key.as_deref());
-                Cell::new(params, share, learn, margin, now)
-            });
+            let cell = match state.cells.get_mut(key) {
+                Some(cell) => cell,
+                None => {
+                    let (params, learn) = quota.params_for(key.key.as_deref());
+                    let cell = Cell::new(
+                        params,
+                        self.local_share(),
+                        learn,
+                        self.limits.safety_margin,
+                        now,
+                    );
+                    state.cells.entry(key.clone()).or_insert(cell)
+                }
+            };
             cell.last_used = now;
-            let cost = cell.fitting(NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN));
-            if cost > cell.params.burst {
+            *cost = cell.fitting(*cost);
+            if *cost > cell.params.burst {
                 return Err(CostTooHigh::new(
                     quota.name.clone(),
                     key.key.as_deref().map(str::to_owned),
@@ -51,14 +85,27 @@ impl Engine {
                 )
                 .into());
             }
-            // Predicted grant: after everyone already queued, if nobody leaves.
-            let ahead = cell
-                .params
-                .interval
-                .saturating_mul(u32::try_from(cell.queued_cost).unwrap_or(u32::MAX));
-            let at = self.base + cell.earliest(now_off, cost.get()) + ahead;
-            earliest = earliest.max(at).max(cell.hold_until.unwrap_or(now));
-            checked.push((key, cost));
+            free &= cell.queue.is_empty() && cell.hold_until.is_none_or(|h| h <= now);
+            if !free {
+                // Predicted grant: after everyone already queued, if nobody leaves.
+                let ahead = cell
+                    .params
+                    .interval
+                    .saturating_mul(u32::try_from(cell.queued_cost).unwrap_or(u32::MAX));
+                let at = self.base + cell.earliest(now_off, cost.get()) + ahead;
+                earliest = earliest.max(at).max(cell.hold_until.unwrap_or(now));
+            }
+        }
+        // The fast path: nobody ahead, so the request decides now, alone.
+        if free {
+            match self.check_now(&mut state.cells, &cells, now) {
+                Ok(learns) => {
+                    return Ok(Admission::Granted(grant_free(
+                        &mut state, cells, now, learns,
+                    )));
+                }
+                Err(until) => earliest = earliest.max(until),
+            }
         }
         let route_def = self.route(route);
         let deadline = route_def.max_wait.map(|w| (now + w, w));
@@ -70,7 +117,7 @@ impl Engine {
         }
         let id = state.next_id;
         state.next_id += 1;
-        for (key, cost) in &checked {
+        for (key, cost) in &cells {
             let cell = state.cells.get_mut(key).expect("inserted above");
             cell.queue.push_back(id);
             cell.queued_cost += u64::from(cost.get());
@@ -78,7 +125,7 @@ impl Engine {
         state.waiters.insert(
             id,
             Waiter {
-                cells: checked,
+                cells,
                 waker: None,
                 due: None,
                 deadline,
@@ -86,6 +133,69 @@ impl Engine {
             },
         );
         Ok(Admission::Queued(id))
+    }
+
+    /// Asks every cell's governor for `cells` at `decision`, all or
+    /// nothing: on a refusal the cells that granted are rolled back and the
+    /// earliest instant the refusing cell names is returned. A learning
+    /// cell checks at most its burst; the rest of its cost is charged.
+    /// `Ok(true)` when a cell learns (and must hear of the grant).
+    fn check_now(
+        &self,
+        all: &mut std::collections::HashMap<CellKey, Cell, super::cell::CellHash>,
+        cells: &[(CellKey, NonZeroU32)],
+        decision: Instant,
+    ) -> Result<bool, Instant> {
+        const INLINE: usize = 8;
+        let at = u64::try_from(self.offset(decision).as_nanos()).unwrap_or(u64::MAX - 1);
+        let (mut saved, mut spill) = ([0u64; INLINE], Vec::new());
+        let (mut charge, mut learns) = (false, false);
+        let mut refused = None;
+        for (i, (key, cost)) in cells.iter().enumerate() {
+            let cell = &all[key];
+            cell.clock.store(at, Ordering::Relaxed);
+            let tat = cell.tat.load(Ordering::Relaxed);
+            if i < INLINE {
+                saved[i] = tat;
+            } else {
+                spill.push(tat);
+            }
+            let fitted = cell.fitting(*cost);
+            charge |= fitted < *cost;
+            learns |= cell.learner.is_some();
+            match cell.governor.check_n(fitted) {
+                Ok(Ok(())) => {}
+                Ok(Err(not_until)) => {
+                    refused = Some((i, self.base + not_until.earliest_possible()));
+                    break;
+                }
+                Err(_) => unreachable!(
+                    "costs above a static burst are refused at admission; learned ones fit"
+                ),
+            }
+        }
+        if let Some((n, until)) = refused {
+            for (i, (key, _)) in cells[..n].iter().enumerate() {
+                let tat = if i < INLINE {
+                    saved[i]
+                } else {
+                    spill[i - INLINE]
+                };
+                all[key].tat.store(tat, Ordering::Relaxed);
+            }
+            return Err(until);
+        }
+        if charge {
+            let at = self.offset(decision);
+            for (key, cost) in cells {
+                let cell = all.get_mut(key).expect("cell of the request");
+                let fitted = cell.fitting(*cost);
+                if fitted < *cost {
+                    cell.charge(at, f64::from(cost.get() - fitted.get()));
+                }
+            }
+        }
+        Ok(learns)
     }
 
     /// One attempt by waiter `id` to be granted.
@@ -159,40 +269,9 @@ impl Engine {
                 .unwrap_or(now)
                 .max(now.checked_sub(self.limits.catch_up).unwrap_or(now))
                 .min(now);
-            let at = u64::try_from(self.offset(decision).as_nanos()).unwrap_or(u64::MAX - 1);
-            let mut taken: Vec<(&Cell, u64)> = Vec::with_capacity(waiter.cells.len());
-            let mut refused = None;
-            for (key, cost) in &waiter.cells {
-                let cell = &cells[key];
-                cell.clock.store(at, Ordering::Relaxed);
-                let saved = cell.tat.load(Ordering::Relaxed);
-                match cell.governor.check_n(cell.fitting(*cost)) {
-                    Ok(Ok(())) => taken.push((cell, saved)),
-                    Ok(Err(not_until)) => {
-                        refused = Some(self.base + not_until.earliest_possible());
-                        break;
-                    }
-                    Err(_) => unreachable!(
-                        "costs above a static burst are refused at admission; learned ones fit"
-                    ),
-                }
-            }
-            let Some(until) = refused else {
-                // A learning cell checked at most its burst: the rest of the
-                // cost is charged now, so the next grant waits for it.
-                let at = self.offset(decision);
-                for (key, cost) in &waiter.cells {
-                    let cell = cells.get_mut(key).expect("cell of a live waiter");
-                    let fitted = cell.fitting(*cost);
-                    if fitted < *cost {
-                        cell.charge(at, f64::from(cost.get() - fitted.get()));
-                    }
-                }
+            let Err(until) = self.check_now(cells, &waiter.cells, decision).map(|_| ()) else {
                 return Ok(Attempt::Granted(guard.grant(id, decision)));
             };
-            for (cell, saved) in taken {
-                cell.tat.store(saved, Ordering::Relaxed);
-            }
             waiter.due = Some(until);
             if until > now {
                 return self.wait_or_fail(&mut guard, id, until, now);

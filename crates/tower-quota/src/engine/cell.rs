@@ -24,6 +24,46 @@ pub(crate) struct CellKey {
     pub(crate) key: Option<Arc<str>>,
 }
 
+/// A fast hasher for the cell map (the Fx hash: a rotate, a xor and a
+/// multiply per word). Its keys are quota indices and model names from the
+/// caller's own requests, not an attacker's, so a DoS-resistant hash buys
+/// nothing here and costs a third of an uncontended request.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+        for &byte in chunks.remainder() {
+            self.add(u64::from(byte));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The cell map's hasher.
+pub(crate) type CellHash = std::hash::BuildHasherDefault<FxHasher>;
+
 /// A governor clock that reads the decision time this module sets before each check.
 #[derive(Debug, Clone)]
 pub(super) struct DecisionClock(Arc<AtomicU64>);

@@ -36,8 +36,8 @@ mod cell;
 mod feedback;
 
 use breaker::Breaker;
-use cell::Cell;
 pub(crate) use cell::CellKey;
+use cell::{Cell, CellHash};
 
 /// How often idle keyed cells are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -55,6 +55,12 @@ pub(crate) struct Granted {
     epoch: u64,
 }
 
+impl Granted {
+    fn new(key: CellKey, cost: u32, epoch: u64) -> Self {
+        Granted { key, cost, epoch }
+    }
+}
+
 struct Waiter {
     cells: Vec<(CellKey, NonZeroU32)>,
     waker: Option<Waker>,
@@ -64,7 +70,7 @@ struct Waiter {
 }
 
 struct State {
-    cells: HashMap<CellKey, Cell>,
+    cells: HashMap<CellKey, Cell, CellHash>,
     waiters: HashMap<u64, Waiter>,
     next_id: u64,
     last_sweep: Instant,
@@ -94,6 +100,8 @@ pub(crate) enum Admission {
     Pass,
     /// Queued; the id identifies the waiter.
     Queued(u64),
+    /// Granted at once (nobody was ahead): the cells, for feedback.
+    Granted(Vec<Granted>),
 }
 
 /// What one attempt by a waiter came to.
@@ -115,7 +123,7 @@ impl Engine {
             limits,
             base: now,
             state: Mutex::new(State {
-                cells: HashMap::new(),
+                cells: HashMap::default(),
                 waiters: HashMap::new(),
                 next_id: 0,
                 last_sweep: now,
@@ -227,11 +235,7 @@ impl State {
                     waker.wake();
                 }
             }
-            keys.push(Granted {
-                key,
-                cost: cost.get(),
-                epoch,
-            });
+            keys.push(Granted::new(key, cost.get(), epoch));
         }
         keys
     }

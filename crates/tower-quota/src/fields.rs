@@ -1,0 +1,380 @@
+//! What the rate limiter reads of a JSON request body, in one pass and
+//! without building a `serde_json::Value` tree: the top-level string fields
+//! a quota is keyed by (`model`), the characters of the input text, and
+//! `max_tokens` and `n`.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// The fields of a JSON request body a quota reads, parsed once per request
+/// and handed to every quota of its route (and to [`Cost::from_fields`](crate::Cost::from_fields)).
+///
+/// ```
+/// use tower_quota::BodyFields;
+///
+/// let body = br#"{"model":"m","messages":[{"role":"user","content":"12345678"}],"max_tokens":10,"n":2}"#;
+/// let fields = BodyFields::parse(body, &["model"]).unwrap();
+/// assert_eq!(fields.field("model"), Some("m"));
+/// assert_eq!(fields.input_chars(), 8);
+/// assert_eq!((fields.max_tokens(), fields.n()), (Some(10), Some(2)));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BodyFields {
+    /// The wanted top-level fields that hold a string, in the order asked.
+    strings: Vec<(String, String)>,
+    /// Characters of `messages`, `prompt` and `input`, in that order.
+    chars: [usize; 3],
+    max_tokens: Option<u64>,
+    n: Option<u64>,
+}
+
+const INPUTS: [&str; 3] = ["messages", "prompt", "input"];
+
+impl BodyFields {
+    /// Reads `body` as a JSON object, keeping the string values of the
+    /// top-level fields named in `wanted`; `None` when it is not JSON. A
+    /// JSON value that is not an object has no fields.
+    pub fn parse(body: &[u8], wanted: &[&str]) -> Option<BodyFields> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let fields = Top { wanted }.deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        Some(fields)
+    }
+
+    /// The string value of a wanted top-level field.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.strings
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Characters of the input text: `prompt` and `input` (strings or
+    /// arrays) and the `content` of `messages` (text, or the `text` of
+    /// content parts).
+    pub fn input_chars(&self) -> usize {
+        self.chars.iter().sum()
+    }
+
+    /// `max_tokens`, when it is a whole number.
+    pub fn max_tokens(&self) -> Option<u64> {
+        self.max_tokens
+    }
+
+    /// `n`, when it is a whole number.
+    pub fn n(&self) -> Option<u64> {
+        self.n
+    }
+}
+
+/// The top-level object.
+struct Top<'w> {
+    wanted: &'w [&'w str],
+}
+
+impl<'de> DeserializeSeed<'de> for Top<'_> {
+    type Value = BodyFields;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<BodyFields, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Top<'_> {
+    type Value = BodyFields;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BodyFields, A::Error> {
+        let mut out = BodyFields::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let key = key.as_ref();
+            let input = INPUTS.iter().position(|k| *k == key);
+            let wanted = self.wanted.contains(&key);
+            if input.is_none() && !wanted && key != "max_tokens" && key != "n" {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            // The last of duplicate keys wins, as in a parsed JSON map.
+            let probe = map.next_value::<Probe>()?;
+            if let Some(i) = input {
+                out.chars[i] = probe.chars;
+            }
+            match key {
+                "max_tokens" => out.max_tokens = probe.number,
+                "n" => out.n = probe.number,
+                _ => {}
+            }
+            if wanted {
+                out.strings.retain(|(n, _)| n != key);
+                if let Some(text) = probe.text {
+                    out.strings.push((key.to_owned(), text));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BodyFields, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(BodyFields::default())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<BodyFields, E> {
+        Ok(BodyFields::default())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<BodyFields, E> {
+        Ok(BodyFields::default())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<BodyFields, E> {
+        Ok(BodyFields::default())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<BodyFields, E> {
+        Ok(BodyFields::default())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<BodyFields, E> {
+        Ok(BodyFields::default())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<BodyFields, E> {
+        Ok(BodyFields::default())
+    }
+}
+
+/// One interesting value: its characters (for an input), its whole number
+/// (for `max_tokens`, `n`), its text (for a key).
+#[derive(Default)]
+struct Probe {
+    chars: usize,
+    number: Option<u64>,
+    text: Option<String>,
+}
+
+impl<'de> de::Deserialize<'de> for Probe {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Probe, D::Error> {
+        d.deserialize_any(ProbeVisitor)
+    }
+}
+
+struct ProbeVisitor;
+
+impl<'de> Visitor<'de> for ProbeVisitor {
+    type Value = Probe;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Probe, E> {
+        Ok(Probe {
+            chars: s.chars().count(),
+            number: None,
+            text: Some(s.to_owned()),
+        })
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Probe, E> {
+        Ok(Probe {
+            number: Some(v),
+            ..Probe::default()
+        })
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Probe, E> {
+        Ok(Probe {
+            number: u64::try_from(v).ok(),
+            ..Probe::default()
+        })
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Probe, E> {
+        Ok(Probe::default())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Probe, E> {
+        Ok(Probe::default())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Probe, E> {
+        Ok(Probe::default())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Probe, A::Error> {
+        Ok(Probe {
+            chars: CharsVisitor.visit_seq(seq)?,
+            ..Probe::default()
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Probe, A::Error> {
+        Ok(Probe {
+            chars: CharsVisitor.visit_map(map)?,
+            ..Probe::default()
+        })
+    }
+}
+
+/// The characters of an input value: strings, arrays of them, and the
+/// `content` and `text` of objects (chat messages, content parts).
+struct Chars(usize);
+
+impl<'de> de::Deserialize<'de> for Chars {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Chars, D::Error> {
+        d.deserialize_any(CharsVisitor).map(Chars)
+    }
+}
+
+struct CharsVisitor;
+
+impl<'de> Visitor<'de> for CharsVisitor {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<usize, E> {
+        Ok(s.chars().count())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut total = 0;
+        while let Some(Chars(n)) = seq.next_element()? {
+            total += n;
+        }
+        Ok(total)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
+        // The last of duplicate keys wins, as in a parsed JSON map.
+        let (mut content, mut text) = (0, 0);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "content" => content = map.next_value::<Chars>()?.0,
+                "text" => text = map.next_value::<Chars>()?.0,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(content + text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_shapes_read_as_a_parsed_map_would() {
+        let f = BodyFields::parse(
+            br#"{"model":"a","model":"b","n":-1,"max_tokens":2.5}"#,
+            &["model"],
+        )
+        .unwrap();
+        assert_eq!(f.field("model"), Some("b"));
+        assert_eq!((f.n(), f.max_tokens()), (None, None));
+        let f = BodyFields::parse(br#"{"model":7}"#, &["model"]).unwrap();
+        assert_eq!(f.field("model"), None);
+        assert_eq!(
+            BodyFields::parse(b"[1,2]", &["model"]),
+            Some(BodyFields::default())
+        );
+        assert_eq!(BodyFields::parse(b"{\"model\":", &["model"]), None);
+        assert_eq!(BodyFields::parse(b"{} x", &["model"]), None);
+        let f = BodyFields::parse(
+            br#"{"messages":[{"content":"ab","text":"c"},{"content":[{"text":"\u00e9t\u00e9"}]}]}"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(f.input_chars(), 2 + 1 + 3);
+    }
+
+    use crate::TokenEstimate;
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (0u64..5000).prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "[a-zé\\u{1F600} \"\\\\]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            let keys = prop_oneof![
+                Just("content".to_owned()),
+                Just("text".to_owned()),
+                Just("role".to_owned()),
+                "[a-z]{1,4}",
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((keys, inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    fn body() -> impl Strategy<Value = String> {
+        let keys = prop_oneof![
+            Just("model"),
+            Just("messages"),
+            Just("prompt"),
+            Just("input"),
+            Just("max_tokens"),
+            Just("n"),
+            Just("other"),
+        ];
+        prop::collection::vec((keys, json_value()), 0..6).prop_map(|kv| {
+            // Written by hand, so duplicate keys reach the parser.
+            let fields: Vec<String> = kv
+                .into_iter()
+                .map(|(k, v)| format!("{}:{}", Value::from(k), v))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn fields_read_what_the_parsed_tree_says(text in body()) {
+            let tree: Value = serde_json::from_str(&text).unwrap();
+            let fields = BodyFields::parse(text.as_bytes(), &["model"]).unwrap();
+            let estimate = TokenEstimate::default();
+            prop_assert_eq!(estimate.estimate(&tree), estimate.estimate_fields(&fields));
+            prop_assert_eq!(tree.get("model").and_then(Value::as_str), fields.field("model"));
+        }
+    }
+}
