@@ -75,6 +75,15 @@ impl<S> RateLimit<S> {
             return (req, Ok(Admission::Pass));
         };
         let route = engine.route(route_index);
+        if !route.needs_parts {
+            // Every quota counts one per request, unkeyed: nothing to read.
+            let cells = route
+                .quotas
+                .iter()
+                .map(|&quota| (CellKey { quota, key: None }, NonZeroU32::MIN))
+                .collect();
+            return (req, engine.admit(route_index, cells));
+        }
         let (parts, body) = req.into_parts();
         let bytes = if route.needs_body {
             body.peek_bytes()

@@ -210,6 +210,10 @@ impl LimitsBuilder {
                 let q: &CompiledQuota = &quotas[i];
                 q.cost.needs_body() || q.key.as_ref().is_some_and(KeyBy::needs_body)
             });
+            let needs_parts = ids.iter().any(|&i| {
+                let q: &CompiledQuota = &quotas[i];
+                q.key.is_some() || !matches!(q.cost, Cost::Requests)
+            });
             let mut body_fields: Vec<String> = Vec::new();
             for &i in &ids {
                 if let Some(KeyBy::BodyField(field)) = &quotas[i].key
@@ -224,6 +228,7 @@ impl LimitsBuilder {
                 quotas: ids,
                 max_wait,
                 needs_body,
+                needs_parts,
                 body_fields,
             })
         };

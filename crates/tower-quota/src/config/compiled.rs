@@ -47,6 +47,8 @@ pub(crate) struct CompiledRoute {
     pub(crate) quotas: Vec<usize>,
     pub(crate) max_wait: Option<Duration>,
     pub(crate) needs_body: bool,
+    /// Whether a quota reads the request (a key, a cost other than one).
+    pub(crate) needs_parts: bool,
     /// The top-level body fields its keyed quotas read.
     pub(crate) body_fields: Vec<String>,
 }
