@@ -35,7 +35,7 @@ impl BodyFields {
     /// Reads `body` as a JSON object, keeping the string values of the
     /// top-level fields named in `wanted`; `None` when it is not JSON. A
     /// JSON value that is not an object has no fields.
-    pub fn parse(body: &[u8], wanted: &[&str]) -> Option<BodyFields> {
+    pub fn parse<S: AsRef<str>>(body: &[u8], wanted: &[S]) -> Option<BodyFields> {
         let mut de = serde_json::Deserializer::from_slice(body);
         let fields = Top { wanted }.deserialize(&mut de).ok()?;
         de.end().ok()?;
@@ -69,11 +69,11 @@ impl BodyFields {
 }
 
 /// The top-level object.
-struct Top<'w> {
-    wanted: &'w [&'w str],
+struct Top<'w, S> {
+    wanted: &'w [S],
 }
 
-impl<'de> DeserializeSeed<'de> for Top<'_> {
+impl<'de, S: AsRef<str>> DeserializeSeed<'de> for Top<'_, S> {
     type Value = BodyFields;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<BodyFields, D::Error> {
@@ -81,7 +81,7 @@ impl<'de> DeserializeSeed<'de> for Top<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Top<'_> {
+impl<'de, S: AsRef<str>> Visitor<'de> for Top<'_, S> {
     type Value = BodyFields;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -93,7 +93,7 @@ impl<'de> Visitor<'de> for Top<'_> {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let key = key.as_ref();
             let input = INPUTS.iter().position(|k| *k == key);
-            let wanted = self.wanted.contains(&key);
+            let wanted = self.wanted.iter().any(|w| w.as_ref() == key);
             if input.is_none() && !wanted && key != "max_tokens" && key != "n" {
                 map.next_value::<IgnoredAny>()?;
                 continue;
@@ -311,7 +311,7 @@ mod tests {
         assert_eq!(BodyFields::parse(b"{} x", &["model"]), None);
         let f = BodyFields::parse(
             br#"{"messages":[{"content":"ab","text":"c"},{"content":[{"text":"\u00e9t\u00e9"}]}]}"#,
-            &[],
+            &[] as &[&str],
         )
         .unwrap();
         assert_eq!(f.input_chars(), 2 + 1 + 3);

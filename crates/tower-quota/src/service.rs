@@ -90,10 +90,7 @@ impl<S> RateLimit<S> {
         } else {
             None
         };
-        let fields = bytes.and_then(|b| {
-            let wanted: Vec<&str> = route.body_fields.iter().map(String::as_str).collect();
-            BodyFields::parse(b, &wanted)
-        });
+        let fields = bytes.and_then(|b| BodyFields::parse(b, &route.body_fields));
         let cells = route
             .quotas
             .iter()
