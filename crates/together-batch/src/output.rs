@@ -43,10 +43,18 @@ pub(crate) struct ResumeOptions {
 /// The output file, opened for appending whole lines, locked for this run.
 #[derive(Debug)]
 pub(crate) struct Output {
-    file: File,
+    file: Option<File>,
     path: PathBuf,
+    /// The file's length after the last whole line.
+    len: u64,
     /// Held while the run writes: a second run on the same output fails.
     _lock: File,
+}
+
+/// Whether a line is one this tool wrote: an object with a `custom_id` key
+/// and a `response` or an `error` (a request line of an input has neither).
+fn is_result(v: &Value) -> bool {
+    v.get("custom_id").is_some() && (v.get("response").is_some() || v.get("error").is_some())
 }
 
 /// Whether an output line is a success: it has a `response` and no `error`.
@@ -98,6 +106,9 @@ impl Output {
                 path.display()
             )
         };
+        // Through a symlink, the file it names: one lock, one rewrite.
+        let real = std::fs::canonicalize(path).ok();
+        let path = real.as_deref().unwrap_or(path);
         let lock = lock(path)?;
         let mut prev = Previous::default();
         if path.exists() && !path.is_file() {
@@ -115,6 +126,7 @@ impl Output {
         let mut complete = 0u64;
         let mut results = 0usize;
         let mut first_stranger: Option<u64> = None;
+        let mut torn_result = false;
         if let Some(file) = file {
             let mut reader = BufReader::with_capacity(1 << 16, file);
             let mut raw = Vec::new();
@@ -129,6 +141,8 @@ impl Output {
                 }
                 if raw.last() != Some(&b'\n') {
                     prev.torn_bytes = n;
+                    // A crash during the first result's write leaves only this.
+                    torn_result = raw.starts_with(b"{\"custom_id\"");
                     break;
                 }
                 number += 1;
@@ -138,6 +152,7 @@ impl Output {
                 if matches!(verdict, Some(Verdict::Drop)) || verdict.is_none() {
                     if verdict.is_none() && !raw.iter().all(u8::is_ascii_whitespace) {
                         first_stranger.get_or_insert(number);
+                        prev.unreadable += 1;
                     }
                     verdicts.push((start, complete, Verdict::Drop));
                 } else {
@@ -155,12 +170,16 @@ impl Output {
                 path.display()
             ));
         }
-        if prev.torn_bytes > 0 && results == 0 && !options.force {
+        if prev.torn_bytes > 0 && results == 0 && !options.force && !torn_result {
             return Err(format!(
                 "{} is not a results file of together-batch (it has no complete result line): \
                  refusing to write into it; pass --force to replace it (nothing was sent)",
                 path.display()
             ));
+        }
+        if !options.resend_changed && !prev.changed.is_empty() {
+            // Refused by the caller: leave the file as it is.
+            return Ok((Output::unopened(path, lock), prev));
         }
         let dropping = verdicts.iter().any(|(_, _, v)| matches!(v, Verdict::Drop));
         if dropping {
@@ -177,30 +196,60 @@ impl Output {
             .append(true)
             .open(path)
             .map_err(|e| fail("write", e))?;
+        let len = file.metadata().map_err(|e| fail("write", e))?.len();
         Ok((
             Output {
-                file,
+                file: Some(file),
                 path: path.to_owned(),
+                len,
                 _lock: lock,
             },
             prev,
         ))
     }
 
+    /// An output that takes no writes (the run is refused before sending).
+    fn unopened(path: &Path, lock: File) -> Output {
+        Output {
+            file: None,
+            path: path.to_owned(),
+            len: 0,
+            _lock: lock,
+        }
+    }
+
     /// Appends one result as one whole line (a single write).
+    ///
+    /// A failed write is cut back to the last whole line and the output
+    /// takes no more writes: no torn line in the middle of the file.
     pub(crate) fn write(&mut self, value: &Value) -> Result<(), String> {
+        let path = self.path.display();
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| format!("{path} takes no more writes"))?;
         let mut line = serde_json::to_vec(value).map_err(|e| e.to_string())?;
         line.push(b'\n');
-        self.file
-            .write_all(&line)
-            .map_err(|e| format!("cannot write to {}: {e}", self.path.display()))
+        match file.write_all(&line) {
+            Ok(()) => {
+                self.len += line.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = file.set_len(self.len);
+                self.file = None;
+                Err(format!("cannot write to {path}: {e}"))
+            }
+        }
     }
 
     /// Flushes to the disk.
     pub(crate) fn flush(&mut self) -> Result<(), String> {
-        self.file
-            .flush()
-            .and_then(|()| self.file.sync_data())
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        file.flush()
+            .and_then(|()| file.sync_data())
             .map_err(|e| format!("cannot flush {}: {e}", self.path.display()))
     }
 }
@@ -215,6 +264,9 @@ fn judge(
     results: &mut usize,
 ) -> Option<Verdict> {
     let parsed: Value = serde_json::from_slice(raw).ok()?;
+    if !is_result(&parsed) {
+        return None;
+    }
     if is_unnamed_bad_line(&parsed) {
         *results += 1;
         return Some(Verdict::Drop); // recorded again from the input
@@ -265,7 +317,9 @@ fn rewrite(path: &Path, verdicts: &[(u64, u64, Verdict)]) -> std::io::Result<()>
             std::io::copy(&mut (&mut from).take(end - start), &mut to)?;
         }
     }
-    to.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    let to = to.into_inner().map_err(|e| e.into_error())?;
+    to.set_permissions(from.metadata()?.permissions())?;
+    to.sync_all()?;
     std::fs::rename(&tmp, path)
 }
 
@@ -461,5 +515,48 @@ mod tests {
         assert!(prev.changed.is_empty());
         assert!(!prev.answered.contains_key("b"));
         assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 1);
+    }
+
+    #[test]
+    fn an_input_given_as_the_output_is_refused_not_emptied() {
+        let d = dir("input-as-output");
+        let p = d.join("requests.jsonl");
+        let text = "{\"custom_id\":\"a\",\"url\":\"/v1/x\",\"body\":{}}\n";
+        std::fs::write(&p, text).unwrap();
+        let err = Output::open(&p, ResumeOptions::default(), &HashMap::new()).unwrap_err();
+        assert!(err.contains("not a results file"), "{err}");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_torn_line_and_takes_no_more() {
+        let d = dir("failed-write");
+        let p = d.join("out.jsonl");
+        let (mut out, _) = Output::open(&p, ResumeOptions::default(), &HashMap::new()).unwrap();
+        out.write(&serde_json::json!({"custom_id": "a", "response": {}}))
+            .unwrap();
+        // A write that fails: the file handle is read-only from here on.
+        out.file = Some(File::open(&p).unwrap());
+        assert!(
+            out.write(&serde_json::json!({"custom_id": "b", "response": {}}))
+                .is_err()
+        );
+        assert!(
+            out.write(&serde_json::json!({"custom_id": "c", "response": {}}))
+                .is_err()
+        );
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn a_torn_first_result_resumes_without_force() {
+        let d = dir("torn-first");
+        let p = d.join("out.jsonl");
+        std::fs::write(&p, "{\"custom_id\":\"a\",\"resp").unwrap();
+        let (_out, prev) = Output::open(&p, ResumeOptions::default(), &HashMap::new()).unwrap();
+        assert!(prev.torn_bytes > 0);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "");
     }
 }

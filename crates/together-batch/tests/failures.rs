@@ -406,6 +406,15 @@ async fn start_up_checks_fail_before_anything_is_sent() {
     )
     .await;
     refused(&out, "http(s)://");
+    // The input given as the output is refused, and left as it was.
+    let before = std::fs::read_to_string(&input).unwrap();
+    let out = run(
+        Some("test-key"),
+        &run_args(&input, &input, &base, "20", "0.05", &[]),
+    )
+    .await;
+    refused(&out, "is the input");
+    assert_eq!(std::fs::read_to_string(&input).unwrap(), before);
     // An output that is not a results file is left alone unless --force.
     let notes = dir.join("notes.txt");
     std::fs::write(&notes, "my notes\n").unwrap();

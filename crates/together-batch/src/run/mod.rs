@@ -45,6 +45,16 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
         force: opts.force,
         resend_changed: opts.resend_changed,
     };
+    if let (Ok(input), Ok(output)) = (
+        std::fs::canonicalize(&opts.input),
+        std::fs::canonicalize(&opts.output),
+    ) && input == output
+    {
+        return Err(format!(
+            "the output {} is the input: choose another -o (nothing was sent)",
+            opts.output.display()
+        ));
+    }
     let (mut out, prev) = Output::open(&opts.output, resume, &fingerprints)?;
     drop(fingerprints);
     if !prev.changed.is_empty() {
