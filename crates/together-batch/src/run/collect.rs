@@ -11,7 +11,7 @@ use super::feed::Feeders;
 use super::options::RunOptions;
 use super::plan::save_paces;
 use super::send::Done;
-use super::stop::early_stop;
+use super::stop::{closest, early_stop};
 use crate::output::Output;
 use crate::progress::Progress;
 
@@ -145,7 +145,7 @@ pub(crate) async fn collect(
     loop {
         tokio::select! {
             d = feeders.results.recv() => {
-                let Some(d) = d else { break };
+                let Some(mut d) = d else { break };
                 if let Err(e) = out.write(&d.line) {
                     write_error = Some(e);
                     feeders.abandon();
@@ -154,18 +154,23 @@ pub(crate) async fn collect(
                 tally.record(cx, &d, start);
                 note_store(cx, progress, &mut store_failing);
                 if !cx.opts.keep_going
-                    && let Some(stop) = early_stop(cx.opts, &cx.client.together, &d).await
+                    && let Some(mut stop) = early_stop(cx.opts, &d)
                     && feeders.block(|b| stop.apply(b))
                 {
-                    if let (Some(advice), Some(e)) = (&stop.advice, &d.error) {
-                        let kind = e.api_type().map_or_else(|| e.kind().label().to_owned(), str::to_owned);
-                        if let Some(reason) = tally.reasons.get_mut(&(d.status, kind)) {
-                            reason.advice.clone_from(advice);
+                    if let Some(model) = &stop.suggest {
+                        let closest = closest(&cx.client.together, model).await;
+                        stop.why = stop.why.replacen(": stopped", &format!("; {closest}: stopped"), 1);
+                        if let Some(e) = &d.error {
+                            let kind = e.api_type().map_or_else(|| e.kind().label().to_owned(), str::to_owned);
+                            if let Some(reason) = tally.reasons.get_mut(&(d.status, kind)) {
+                                reason.advice = closest;
+                            }
                         }
                     }
                     progress.note(&stop.why);
                     tally.stops.push(stop.why);
                 }
+                drop(d.permit.take());
             }
             Some(name) = signals.recv() => {
                 interrupts += 1;
@@ -181,6 +186,7 @@ pub(crate) async fn collect(
                     ));
                 } else {
                     feeders.abandon();
+                    abandoned = true;
                     progress.note(&format!("{name} again: abandoning the requests in flight"));
                 }
             }

@@ -202,7 +202,7 @@ impl Feeder {
         job: Job,
         attempts: Attempts,
         response: Result<ResponseFuture, Error>,
-        _permit: OwnedSemaphorePermit,
+        permit: OwnedSemaphorePermit,
     ) {
         let started_at = unix_ms();
         let t0 = Instant::now();
@@ -217,7 +217,6 @@ impl Feeder {
             tokio::select! {
                 biased;
                 _ = self.abandon.wait_for(|a| *a) => break None,
-                r = &mut fut => break Some(r),
                 () = &mut overdue => break Some(Sent {
                     status: 0,
                     outcome: Err(Error::timeout(format!(
@@ -238,6 +237,9 @@ impl Feeder {
                     }
                     blocked = true;
                 }
+                // Polled after the stops: a request granted at once still
+                // is not sent once the run stopped or blocked it.
+                r = &mut fut => break Some(r),
             }
         };
         self.in_flight.remove(id);
@@ -281,6 +283,7 @@ impl Feeder {
             attempts: tries,
             line,
             error,
+            permit: Some(permit),
         });
     }
 }

@@ -132,6 +132,9 @@ pub(crate) struct Done {
     pub(crate) line: Value,
     /// Why it failed; `None` for a success.
     pub(crate) error: Option<Error>,
+    /// The route's in-flight slot, held until the line is written, so
+    /// results waiting for the collector count against --max-in-flight.
+    pub(crate) permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Done {

@@ -4,6 +4,8 @@
 
 use std::collections::HashSet;
 
+use std::time::Duration;
+
 use together_tower::TogetherClient;
 
 use super::options::RunOptions;
@@ -28,8 +30,8 @@ impl Blocked {
 pub(super) struct Stop {
     scope: Scope,
     pub(super) why: String,
-    /// Better advice for the failure's reason (the closest models).
-    pub(super) advice: Option<String>,
+    /// The model to name the closest listed ones for, once it is blocked.
+    pub(super) suggest: Option<String>,
 }
 
 enum Scope {
@@ -52,11 +54,7 @@ impl Stop {
 /// Whether `d` failed in a way every line of its scope will: a refused key,
 /// a base URL that does not answer, a path the API does not have, a model
 /// it does not list.
-pub(super) async fn early_stop(
-    opts: &RunOptions,
-    together: &TogetherClient,
-    d: &Done,
-) -> Option<Stop> {
+pub(super) fn early_stop(opts: &RunOptions, d: &Done) -> Option<Stop> {
     let e = d.error.as_ref()?;
     let then = "stopped sending; the rest is left unanswered and sent on the next run \
                 (--keep-going sends everything regardless)";
@@ -72,7 +70,7 @@ pub(super) async fn early_stop(
         Some(Stop {
             scope,
             why: format!("{what}: {then}"),
-            advice: None,
+            suggest: None,
         })
     };
     match d.status {
@@ -103,20 +101,11 @@ pub(super) async fn early_stop(
         ),
         404 if e.is_unknown_model() => {
             let model = d.model.clone()?;
-            let suggestions = match together.model_ids().await {
-                Ok(ids) => together_tower::closest_models(&model, &ids, 3).join(", "),
-                Err(_) => String::new(),
-            };
-            let closest = if suggestions.is_empty() {
-                "pick a model listed by GET /v1/models".to_owned()
-            } else {
-                format!("closest: {suggestions}")
-            };
             let mut found = stop(
                 Scope::Model(model.clone()),
-                format!("model {model:?} is not found (404); {closest}"),
+                format!("model {model:?} is not found (404)"),
             )?;
-            found.advice = Some(closest);
+            found.suggest = Some(model);
             Some(found)
         }
         404 => stop(
@@ -130,6 +119,23 @@ pub(super) async fn early_stop(
             ),
         ),
         _ => None,
+    }
+}
+
+/// The listed models closest to `model`, as advice; asked with a short
+/// timeout, so a slow model list cannot stall the run.
+pub(super) async fn closest(together: &TogetherClient, model: &str) -> String {
+    let listed = tokio::time::timeout(Duration::from_secs(5), together.model_ids()).await;
+    match listed {
+        Ok(Ok(ids)) if !ids.is_empty() => {
+            let near = together_tower::closest_models(model, &ids, 3);
+            if near.is_empty() {
+                "pick a model listed by GET /v1/models".to_owned()
+            } else {
+                format!("closest: {}", near.join(", "))
+            }
+        }
+        _ => "pick a model listed by GET /v1/models".to_owned(),
     }
 }
 
