@@ -183,9 +183,10 @@ impl Error {
         };
         let mut e = Error::new(ErrorKind::Api, message);
         e.inner.status = Some(status);
-        e.inner.api_type = text("type");
-        e.inner.code = text("code");
-        e.inner.param = text("param");
+        // Every text from the server is scrubbed: it may echo the key anywhere.
+        e.inner.api_type = text("type").map(scrub);
+        e.inner.code = text("code").map(scrub);
+        e.inner.param = text("param").map(scrub);
         e.inner.request_id = request_id.or_else(|| {
             json.as_ref()
                 .and_then(|v| v.get("id")?.as_str().map(str::to_owned))

@@ -86,15 +86,13 @@ impl Engine {
                 .into());
             }
             free &= cell.queue.is_empty() && cell.hold_until.is_none_or(|h| h <= now);
-            if !free {
-                // Predicted grant: after everyone already queued, if nobody leaves.
-                let ahead = cell
-                    .params
-                    .interval
-                    .saturating_mul(u32::try_from(cell.queued_cost).unwrap_or(u32::MAX));
-                let at = self.base + cell.earliest(now_off, cost.get()) + ahead;
-                earliest = earliest.max(at).max(cell.hold_until.unwrap_or(now));
-            }
+            // Predicted grant: after everyone already queued, if nobody leaves.
+            let ahead = cell
+                .params
+                .interval
+                .saturating_mul(u32::try_from(cell.queued_cost).unwrap_or(u32::MAX));
+            let at = self.base + cell.earliest(now_off, cost.get()) + ahead;
+            earliest = earliest.max(at).max(cell.hold_until.unwrap_or(now));
         }
         // The fast path: nobody ahead, so the request decides now, alone.
         if free {
