@@ -181,17 +181,9 @@ async fn run_quota(tasks: u64, per_sec: u32) {
     .print();
 }
 
+/// tower-quota, then tower's RateLimit and governor, at `per_sec` with `tasks` waiters.
 async fn run(tasks: u64, per_sec: u32) {
-    println!("\n{tasks} tasks through {per_sec}/s (burst 1):");
-    let svc = RateLimit::new(noop(), limits(per_sec));
-    measure(
-        "tower-quota RateLimit (margin 0)",
-        tasks,
-        per_sec.into(),
-        one_call(svc),
-    )
-    .await
-    .print();
+    run_quota(tasks, per_sec).await;
 
     let tower_limit = tower::buffer::Buffer::new(
         tower::limit::RateLimit::new(
