@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::io::BufRead;
 
 use http::Method;
 use serde_json::Value;
@@ -77,45 +78,43 @@ impl Entry {
 /// Parses the input. Fails (before anything is sent) when two lines share a
 /// custom_id; a malformed line becomes an [`Entry::Bad`] and the rest proceed.
 pub(crate) fn parse(bytes: &[u8], endpoint: Option<&str>) -> Result<Vec<Entry>, String> {
-    // A UTF-8 byte order mark is not part of line 1.
-    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-    // Old Mac line endings (a lone CR) end lines too: JSON never holds a raw
-    // CR inside a string.
-    let normalized;
-    let bytes = if bytes.contains(&b'\r') {
-        normalized = normalize_line_endings(bytes);
-        &normalized[..]
-    } else {
-        bytes
-    };
-    let mut entries = Vec::new();
-    for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
-        let line = i + 1;
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if raw.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        entries.push(parse_line(raw, line, endpoint));
-    }
-    check_unique(&entries)?;
-    Ok(entries)
+    parse_reader(bytes, endpoint).map_err(|e| e.to_string())?
 }
 
-/// CRLF and a lone CR become LF.
-fn normalize_line_endings(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut iter = bytes.iter().peekable();
-    while let Some(&b) = iter.next() {
-        if b == b'\r' {
-            if iter.peek() == Some(&&b'\n') {
-                iter.next();
+/// [`parse`] over a reader, a line at a time: the input is never held whole.
+/// Fails with an I/O error, or (inside) as [`parse`] does.
+pub(crate) fn parse_reader(
+    mut reader: impl BufRead,
+    endpoint: Option<&str>,
+) -> std::io::Result<Result<Vec<Entry>, String>> {
+    let mut entries = Vec::new();
+    let mut chunk = Vec::new();
+    let mut line = 0;
+    let mut first = true;
+    loop {
+        chunk.clear();
+        if reader.read_until(b'\n', &mut chunk)? == 0 {
+            break;
+        }
+        let mut text = &chunk[..];
+        if first {
+            // A UTF-8 byte order mark is not part of line 1.
+            text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
+            first = false;
+        }
+        let text = text.strip_suffix(b"\n").unwrap_or(text);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        // Old Mac line endings (a lone CR) end lines too: JSON never holds
+        // a raw CR inside a string.
+        for raw in text.split(|b| *b == b'\r') {
+            line += 1;
+            if raw.iter().all(u8::is_ascii_whitespace) {
+                continue;
             }
-            out.push(b'\n');
-        } else {
-            out.push(b);
+            entries.push(parse_line(raw, line, endpoint));
         }
     }
-    out
+    Ok(check_unique(&entries).map(|()| entries))
 }
 
 fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Entry {

@@ -98,7 +98,7 @@ impl Output {
     pub(crate) fn open(
         path: &Path,
         options: ResumeOptions,
-        fingerprints: &HashMap<String, String>,
+        fingerprints: &HashMap<&str, &str>,
     ) -> Result<(Output, Previous), String> {
         let fail = |what: &str, e: std::io::Error| {
             format!(
@@ -259,7 +259,7 @@ impl Output {
 fn judge(
     raw: &[u8],
     options: ResumeOptions,
-    fingerprints: &HashMap<String, String>,
+    fingerprints: &HashMap<&str, &str>,
     prev: &mut Previous,
     results: &mut usize,
 ) -> Option<Verdict> {
@@ -284,7 +284,7 @@ fn judge(
     }
     let fingerprint = parsed.get("fingerprint").and_then(Value::as_str);
     if let (Some(then), Some(now)) = (fingerprint, fingerprints.get(id))
-        && then != now
+        && then != *now
     {
         if options.resend_changed {
             return Some(Verdict::Drop);
@@ -501,9 +501,7 @@ mod tests {
         let text = "{\"custom_id\":\"a\",\"fingerprint\":\"f1\",\"response\":{}}\n\
                     {\"custom_id\":\"b\",\"fingerprint\":\"f2\",\"response\":{}}\n";
         std::fs::write(&p, text).unwrap();
-        let now: HashMap<String, String> = [("a", "f1"), ("b", "f9")]
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .into();
+        let now: HashMap<&str, &str> = [("a", "f1"), ("b", "f9")].into();
         let (out, prev) = Output::open(&p, ResumeOptions::default(), &now).unwrap();
         assert_eq!(prev.changed, ["b"]);
         drop(out);

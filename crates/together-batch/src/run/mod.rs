@@ -33,10 +33,10 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
     plan::check_report_path(&opts)?;
     let key = client::read_key(&opts)?;
     let client = client::build(&opts, &key)?;
-    let fingerprints: HashMap<String, String> = entries
+    let fingerprints: HashMap<&str, &str> = entries
         .iter()
         .filter_map(|e| match e {
-            Entry::Job(job) => Some((job.custom_id.clone(), job.fingerprint.clone())),
+            Entry::Job(job) => Some((job.custom_id.as_str(), job.fingerprint.as_str())),
             Entry::Bad { .. } => None,
         })
         .collect();

@@ -39,13 +39,15 @@ pub(crate) struct Plan {
 
 /// Reads and parses the input; fails before anything is sent.
 pub(crate) fn read_input(opts: &RunOptions) -> Result<Vec<Entry>, String> {
-    let bytes = std::fs::read(&opts.input).map_err(|e| {
+    let cannot = |e: std::io::Error| {
         format!(
             "cannot read the input {}: {e} (nothing was sent)",
             opts.input.display()
         )
-    })?;
-    input::parse(&bytes, opts.endpoint.as_deref())
+    };
+    let file = std::fs::File::open(&opts.input).map_err(cannot)?;
+    let reader = std::io::BufReader::with_capacity(1 << 16, file);
+    input::parse_reader(reader, opts.endpoint.as_deref()).map_err(cannot)?
 }
 
 /// The route a job is paced by, as the report names it, and whether one is.
