@@ -211,6 +211,9 @@ pub(crate) fn render_table(source: &LimitsSource, limits: &Limits, time_scale: f
     out
 }
 
+/// How long a request may take from its first attempt, by default.
+pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(1800);
+
 /// How long and how much one request may take.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Bounds {
@@ -231,7 +234,7 @@ impl Default for Bounds {
         Bounds {
             attempt: together_tower::DEFAULT_TIMEOUT,
             idle: together_tower::body::DEFAULT_IDLE_TIMEOUT,
-            deadline: Duration::from_secs(1800),
+            deadline: DEFAULT_DEADLINE,
             max_hold: tower_quota::DEFAULT_MAX_HOLD,
             max_response_bytes: together_tower::body::DEFAULT_MAX_RESPONSE_BYTES,
         }

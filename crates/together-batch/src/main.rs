@@ -249,20 +249,20 @@ enum OnChange {
 #[derive(Debug, Clone, Args)]
 struct BoundsSel {
     /// Seconds one attempt may take, head and body.
-    #[arg(long = "timeout", default_value_t = 600.0, value_name = "SECS")]
+    #[arg(long = "timeout", default_value_t = together_tower::DEFAULT_TIMEOUT.as_secs_f64(), value_name = "SECS")]
     attempt_timeout: f64,
     /// Seconds to wait for the next chunk of a body.
-    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    #[arg(long, default_value_t = together_tower::body::DEFAULT_IDLE_TIMEOUT.as_secs_f64(), value_name = "SECS")]
     idle_timeout: f64,
     /// Seconds a request may take from its first attempt to its answer,
     /// retries and holds included.
-    #[arg(long, default_value_t = 1800.0, value_name = "SECS")]
+    #[arg(long, default_value_t = config::DEFAULT_DEADLINE.as_secs_f64(), value_name = "SECS")]
     deadline: f64,
     /// The longest a server's wait hint may hold a route (or a retry wait), seconds.
-    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    #[arg(long, default_value_t = tower_quota::DEFAULT_MAX_HOLD.as_secs_f64(), value_name = "SECS")]
     max_hold: f64,
     /// The largest response read, in MiB; a larger one fails its line.
-    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    #[arg(long, default_value_t = (together_tower::body::DEFAULT_MAX_RESPONSE_BYTES >> 20) as u64, value_name = "MIB")]
     max_response_mb: u64,
 }
 

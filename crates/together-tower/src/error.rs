@@ -262,6 +262,15 @@ impl Error {
         self.inner.api_type.as_deref()
     }
 
+    /// The type a results file records: the API's error type, else the
+    /// [kind's label](ErrorKind::label) (`None` only for an API answer
+    /// without a type).
+    pub fn type_name(&self) -> Option<&str> {
+        let e = &self.inner;
+        let label = (e.kind != ErrorKind::Api || e.status.is_none()).then(|| e.kind.label());
+        e.api_type.as_deref().or(label)
+    }
+
     /// The API's error code, if any.
     pub fn code(&self) -> Option<&str> {
         self.inner.code.as_deref()
@@ -376,8 +385,7 @@ impl Serialize for Error {
         let e = &self.inner;
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("status", &e.status.map(|s| s.as_u16()))?;
-        let label = (e.kind != ErrorKind::Api || e.status.is_none()).then(|| e.kind.label());
-        map.serialize_entry("type", &e.api_type.as_deref().or(label))?;
+        map.serialize_entry("type", &self.type_name())?;
         map.serialize_entry("code", &e.code)?;
         map.serialize_entry("message", &e.message)?;
         if let Some(param) = &e.param {

@@ -161,8 +161,7 @@ pub(crate) async fn collect(
                         let closest = closest(&cx.client.together, model).await;
                         stop.why = stop.why.replacen(": stopped", &format!("; {closest}: stopped"), 1);
                         if let Some(e) = &d.error {
-                            let kind = e.api_type().map_or_else(|| e.kind().label().to_owned(), str::to_owned);
-                            if let Some(reason) = tally.reasons.get_mut(&(d.status, kind)) {
+                            if let Some(reason) = tally.reasons.get_mut(&reason_key(d.status, e)) {
                                 reason.advice = closest;
                             }
                         }
@@ -202,7 +201,7 @@ pub(crate) async fn collect(
             }
             _ = ticker.tick() => {
                 note_store(cx, progress, &mut store_failing);
-                progress.update(tally.done, total, &status_line(cx, &tally, start), false);
+                progress.update(tally.done, total, &status_line(cx, &tally), false);
                 if last_save.elapsed() >= STATE_EVERY {
                     last_save = Instant::now();
                     if let Some(e) = save_paces(cx.opts, &cx.client.quota) {
@@ -214,7 +213,7 @@ pub(crate) async fn collect(
     }
     tally.wall = start.elapsed();
     tally.interrupted = interrupts > 0;
-    progress.update(tally.done, total, &status_line(cx, &tally, start), true);
+    progress.update(tally.done, total, &status_line(cx, &tally), true);
     if let Some(e) = save_paces(cx.opts, &cx.client.quota) {
         progress.note(&e);
     }
@@ -238,12 +237,9 @@ impl Tally {
             None => self.ok += 1,
             Some(e) => {
                 self.failed += 1;
-                let kind = e
-                    .api_type()
-                    .map_or_else(|| e.kind().label().to_owned(), str::to_owned);
                 let reason = self
                     .reasons
-                    .entry((d.status, kind))
+                    .entry(reason_key(d.status, e))
                     .or_insert_with(|| Reason {
                         count: 0,
                         example: d.custom_id.clone(),
@@ -264,6 +260,12 @@ impl Tally {
             .or_default()
             .add(d, since_start, now);
     }
+}
+
+/// How the summary groups failures: by status and the type the record shows.
+fn reason_key(status: u16, e: &together_tower::Error) -> (u16, String) {
+    let kind = e.type_name().unwrap_or(e.kind().label());
+    (status, kind.to_owned())
 }
 
 /// Says when the shared store stops (or starts again) answering.
@@ -320,9 +322,8 @@ fn signals() -> mpsc::UnboundedReceiver<&'static str> {
 
 /// The progress line: per route the achieved rate against its quota (or
 /// its learned paces), the ETA, 429s, retries, failures.
-fn status_line(cx: &Context<'_>, tally: &Tally, start: Instant) -> String {
+fn status_line(cx: &Context<'_>, tally: &Tally) -> String {
     let now = Instant::now();
-    let _ = start;
     let snapshot = cx.client.quota.snapshot();
     let mut parts = Vec::new();
     let mut eta = 0.0f64;
