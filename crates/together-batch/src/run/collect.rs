@@ -160,10 +160,10 @@ pub(crate) async fn collect(
                     if let Some(model) = &stop.suggest {
                         let closest = closest(&cx.client.together, model).await;
                         stop.why = stop.why.replacen(": stopped", &format!("; {closest}: stopped"), 1);
-                        if let Some(e) = &d.error {
-                            if let Some(reason) = tally.reasons.get_mut(&reason_key(d.status, e)) {
-                                reason.advice = closest;
-                            }
+                        if let Some(e) = &d.error
+                            && let Some(reason) = tally.reasons.get_mut(&reason_key(d.status, e))
+                        {
+                            reason.advice = closest;
                         }
                     }
                     progress.note(&stop.why);
