@@ -260,9 +260,9 @@ async fn a_route_sends_its_lines_in_input_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_counts_the_requests_really_in_flight() {
     // Each answer takes 1 s; chat goes at 10/s: about 10 requests are out
-    // at any time while dozens more wait for the quota.
+    // at any time while dozens more wait for the quota. Ten times faster.
     let sim = Sim::builder()
-        .time_scale(1.0)
+        .time_scale(10.0)
         .api_key("test-key")
         .fault(FaultRule::new(FaultKind::Latency).latency(Duration::from_secs(1), Duration::ZERO))
         .spawn()
@@ -276,13 +276,13 @@ async fn ctrl_c_counts_the_requests_really_in_flight() {
         &input,
         &output,
         &base,
-        "1",
+        "10",
         "0.05",
         &["--max-in-flight", "60"],
     );
     let child = start(Some("test-key"), &args);
     let pid = child.id().unwrap().to_string();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
     let kill = tokio::process::Command::new("kill")
         .args(["-INT", &pid])
         .status()

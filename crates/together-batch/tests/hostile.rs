@@ -244,7 +244,7 @@ async fn a_huge_body_is_an_error_read_no_further_than_the_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dripping_body_fails_at_the_attempt_deadline() {
     let server = hostile(Script::Drip(Duration::from_millis(100))).await;
-    let flags = ["--timeout", "2", "--idle-timeout", "1"];
+    let flags = ["--timeout", "1", "--idle-timeout", "0.5"];
     let (lines, stdout, stderr, code, took) = run_against("drip", &server, 1, &flags).await;
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     assert_eq!(lines[0]["error"]["type"], "timeout", "{}", lines[0]);
@@ -254,7 +254,7 @@ async fn a_dripping_body_fails_at_the_attempt_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_body_fails_at_the_idle_timeout() {
     let server = hostile(Script::Silent).await;
-    let flags = ["--timeout", "60", "--idle-timeout", "1"];
+    let flags = ["--timeout", "60", "--idle-timeout", "0.3"];
     let (lines, stdout, stderr, code, took) = run_against("silent", &server, 1, &flags).await;
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     assert_eq!(lines[0]["error"]["type"], "timeout", "{}", lines[0]);
@@ -282,11 +282,11 @@ async fn cut_json_on_a_200_is_a_failure_not_an_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absurd_hints_on_a_200_hold_the_route_no_longer_than_the_cap() {
     let server = hostile(Script::AbsurdHints).await;
-    let flags = ["--max-hold", "1", "--progress-every", "0.2"];
+    let flags = ["--max-hold", "0.3", "--progress-every", "0.05"];
     let (lines, stdout, stderr, code, took) = run_against("hints", &server, 3, &flags).await;
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert_eq!(lines.len(), 3);
-    // Each answer holds the route for the cap (1 s), not a day.
+    // Each answer holds the route for the cap (0.3 s), not a day.
     assert!(took < Duration::from_secs(8), "took {took:?}");
     assert!(stderr.contains(" held "), "the hold is shown: {stderr}");
 }
@@ -294,7 +294,7 @@ async fn absurd_hints_on_a_200_hold_the_route_no_longer_than_the_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_overloaded_forever_costs_each_line_its_deadline_at_most() {
     let server = hostile(Script::Overloaded).await;
-    let flags = ["--max-hold", "1", "--deadline", "3"];
+    let flags = ["--max-hold", "0.3", "--deadline", "1"];
     let (lines, stdout, stderr, code, took) = run_against("overloaded", &server, 3, &flags).await;
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     assert_eq!(lines.len(), 3);
@@ -322,7 +322,7 @@ async fn a_signal_stops_waiting_on_a_dripping_body_after_the_grace() {
         let dir = scratch(&format!("grace{signal}"));
         let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
         std::fs::write(&input, chats(2)).unwrap();
-        let flags = ["--timeout", "600", "--grace", "1", "--no-state"];
+        let flags = ["--timeout", "600", "--grace", "0.3", "--no-state"];
         let args = run_args(&input, &output, &server.base, "1", "0.05", &flags);
         let child = start(Some("test-key"), &args);
         let pid = child.id().unwrap().to_string();
@@ -338,7 +338,7 @@ async fn a_signal_stops_waiting_on_a_dripping_body_after_the_grace() {
         assert!(kill.success());
         let out = child.wait_with_output().await.unwrap();
         let (stdout, stderr) = texts(&out);
-        // One signal is enough: the body's wait ends after the 1 s grace.
+        // One signal is enough: the body's wait ends after the 0.3 s grace.
         assert!(
             signalled.elapsed() < Duration::from_secs(5),
             "{signal}: {stderr}"
