@@ -203,7 +203,10 @@ impl Error {
                 || self.inner.message.to_lowercase().contains("model"))
     }
 
-    pub(crate) fn into_model_not_found(mut self, model: &str, suggestions: Vec<String>) -> Self {
+    /// This error (a 404 naming `model`) as [`ErrorKind::ModelNotFound`],
+    /// naming the closest listed ids in its [`suggestions`](Self::suggestions)
+    /// and [`advice`](Self::advice).
+    pub fn into_model_not_found(mut self, model: &str, suggestions: Vec<String>) -> Self {
         self.inner.kind = ErrorKind::ModelNotFound;
         self.inner.model = Some(model.to_owned());
         self.inner.suggestions = suggestions;

@@ -11,7 +11,7 @@ use super::feed::Feeders;
 use super::options::RunOptions;
 use super::plan::save_paces;
 use super::send::Done;
-use super::stop::{closest, early_stop};
+use super::stop::{early_stop, suggest};
 use crate::output::Output;
 use crate::progress::Progress;
 
@@ -157,13 +157,14 @@ pub(crate) async fn collect(
                     && let Some(mut stop) = early_stop(cx.opts, &d)
                     && feeders.block(|b| stop.apply(b))
                 {
-                    if let Some(model) = &stop.suggest {
-                        let closest = closest(&cx.client.together, model).await;
-                        stop.why = stop.why.replacen(": stopped", &format!("; {closest}: stopped"), 1);
-                        if let Some(e) = &d.error
-                            && let Some(reason) = tally.reasons.get_mut(&reason_key(d.status, e))
-                        {
-                            reason.advice = closest;
+                    if let Some(model) = &stop.suggest
+                        && let Some(e) = d.error.take()
+                    {
+                        let key = reason_key(d.status, &e);
+                        let advice = suggest(&cx.client.together, e, model).await;
+                        stop.why = stop.why.replacen(": stopped", &format!("; {advice}: stopped"), 1);
+                        if let Some(reason) = tally.reasons.get_mut(&key) {
+                            reason.advice = advice;
                         }
                     }
                     progress.note(&stop.why);

@@ -122,21 +122,17 @@ pub(super) fn early_stop(opts: &RunOptions, d: &Done) -> Option<Stop> {
     }
 }
 
-/// The listed models closest to `model`, as advice; asked with a short
-/// timeout, so a slow model list cannot stall the run.
-pub(super) async fn closest(together: &TogetherClient, model: &str) -> String {
-    let listed = tokio::time::timeout(Duration::from_secs(5), together.model_ids()).await;
-    match listed {
-        Ok(Ok(ids)) if !ids.is_empty() => {
-            let near = together_tower::closest_models(model, &ids, 3);
-            if near.is_empty() {
-                "pick a model listed by GET /v1/models".to_owned()
-            } else {
-                format!("closest: {}", near.join(", "))
-            }
-        }
-        _ => "pick a model listed by GET /v1/models".to_owned(),
-    }
+/// What to do about an unknown model, naming the closest listed ones (the
+/// library's advice); asked with a short timeout, so a slow model list
+/// cannot stall the run.
+pub(super) async fn suggest(
+    together: &TogetherClient,
+    error: together_tower::Error,
+    model: &str,
+) -> String {
+    let closest = tokio::time::timeout(Duration::from_secs(5), together.closest_model_ids(model));
+    let suggestions = closest.await.unwrap_or_default();
+    error.into_model_not_found(model, suggestions).advice()
 }
 
 /// For a refused key on a local server: together-sim takes only its own keys.

@@ -246,11 +246,7 @@ impl TogetherClient {
                     tried.push(model.clone());
                 }
                 Err(e) if e.is_unknown_model() => {
-                    let ids = self.model_ids().await.unwrap_or_default();
-                    let suggestions = closest_models(model, &ids, 3)
-                        .into_iter()
-                        .map(str::to_owned)
-                        .collect();
+                    let suggestions = self.closest_model_ids(model).await;
                     return Err(e.into_model_not_found(model, suggestions));
                 }
                 Err(e) => return Err(e.with_model(model)),
@@ -292,6 +288,17 @@ impl TogetherClient {
         *self.shared.models.lock().await =
             Some(Arc::new(models.iter().map(|m| m.id.clone()).collect()));
         Ok(models)
+    }
+
+    /// The listed model ids closest to `model`, best first (at most three;
+    /// none when the list cannot be read): for an
+    /// [`Error::into_model_not_found`].
+    pub async fn closest_model_ids(&self, model: &str) -> Vec<String> {
+        let ids = self.model_ids().await.unwrap_or_default();
+        closest_models(model, &ids, 3)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The model ids, from the cache or `GET /v1/models`.
