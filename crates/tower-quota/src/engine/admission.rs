@@ -56,6 +56,7 @@ impl Engine {
         if now.saturating_duration_since(state.last_sweep) >= SWEEP_EVERY {
             state.sweep(now_off, now);
         }
+        // The earliest a refused fast path named (no sooner than now).
         let mut earliest = now;
         let mut free = self.shared.is_none();
         for (key, cost) in &mut cells {
@@ -86,13 +87,6 @@ impl Engine {
                 .into());
             }
             free &= cell.queue.is_empty() && cell.hold_until.is_none_or(|h| h <= now);
-            // Predicted grant: after everyone already queued, if nobody leaves.
-            let ahead = cell
-                .params
-                .interval
-                .saturating_mul(u32::try_from(cell.queued_cost).unwrap_or(u32::MAX));
-            let at = self.base + cell.earliest(now_off, cost.get()) + ahead;
-            earliest = earliest.max(at).max(cell.hold_until.unwrap_or(now));
         }
         // The fast path: nobody ahead, so the request decides now, alone.
         if free {
@@ -107,11 +101,12 @@ impl Engine {
         }
         let route_def = self.route(route);
         let deadline = route_def.max_wait.map(|w| (now + w, w));
-        if let Some((limit, max_wait)) = deadline
-            && earliest > limit
-        {
-            tracing::debug!(route = %route_def.name, wait = ?(earliest - now), ?max_wait, "rate limit: failing fast");
-            return Err(WaitTimeout::new(route_def.name.clone(), earliest, max_wait).into());
+        if let Some((limit, max_wait)) = deadline {
+            let earliest = self.predicted_grant(&state, &cells, earliest, now_off);
+            if earliest > limit {
+                tracing::debug!(route = %route_def.name, wait = ?(earliest - now), ?max_wait, "rate limit: failing fast");
+                return Err(WaitTimeout::new(route_def.name.clone(), earliest, max_wait).into());
+            }
         }
         let id = state.next_id;
         state.next_id += 1;
@@ -131,6 +126,27 @@ impl Engine {
             },
         );
         Ok(Admission::Queued(id))
+    }
+
+    /// The predicted grant of a request queued now on `cells`: after
+    /// everyone already queued, past any hold, if nobody leaves; no sooner
+    /// than `from`. Only a route with a `max_wait` asks.
+    fn predicted_grant(
+        &self,
+        state: &State,
+        cells: &[(CellKey, NonZeroU32)],
+        from: Instant,
+        now_off: Duration,
+    ) -> Instant {
+        cells.iter().fold(from, |earliest, (key, cost)| {
+            let cell = &state.cells[key];
+            let ahead = cell
+                .params
+                .interval
+                .saturating_mul(u32::try_from(cell.queued_cost).unwrap_or(u32::MAX));
+            let at = self.base + cell.earliest(now_off, cost.get()) + ahead;
+            earliest.max(at).max(cell.hold_until.unwrap_or(from))
+        })
     }
 
     /// Asks every cell's governor for `cells` at `decision`, all or
