@@ -35,7 +35,11 @@ fn limits(rate: &str) -> Limits {
         .unwrap()
 }
 
-type Svc = BoxCloneService<http::Request<String>, http::Response<String>, BoxError>;
+type Svc = BoxCloneService<
+    http::Request<String>,
+    http::Response<tower_quota::ResponseBody<String>>,
+    BoxError,
+>;
 
 /// A service recording the wall-clock time of each grant.
 fn recorded(layer: &RateLimitLayer, log: Arc<Mutex<Vec<u128>>>) -> Svc {

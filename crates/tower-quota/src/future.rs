@@ -12,8 +12,10 @@ use tokio::time::{Sleep, Timeout, sleep_until, timeout};
 use tower_service::Service;
 
 use crate::BoxError;
+use crate::answer::{ResponseBody, Settlement, is_event_stream};
 use crate::engine::{Attempt, Engine, Granted};
 use crate::shared::DecisionFuture;
+use crate::usage::UsageScan;
 
 pin_project! {
     /// Waits for the request's quotas, readies the inner service, calls it,
@@ -68,10 +70,44 @@ impl Drop for Ticket {
     }
 }
 
-/// The cells a granted request drew on, to hold them if the server pushes back.
+/// The cells a granted request drew on, to hold them if the server pushes
+/// back; dropped without an answer, the request is over.
 struct Feedback {
     engine: Arc<Engine>,
     cells: Vec<Granted>,
+}
+
+impl Feedback {
+    /// Reads the answer's head; what its body must settle, if anything.
+    fn answered<T>(mut self, response: &Response<T>) -> Option<Box<Settlement>> {
+        let streaming = is_event_stream(response.headers());
+        let cells = std::mem::take(&mut self.cells);
+        let settle = self
+            .engine
+            .feedback(&cells, response.status(), response.headers(), streaming);
+        let release = if streaming && self.engine.tracks_inflight(&cells) {
+            cells
+        } else {
+            Vec::new()
+        };
+        if settle.is_empty() && release.is_empty() {
+            return None;
+        }
+        Some(Box::new(Settlement {
+            engine: self.engine.clone(),
+            scan: (!settle.is_empty()).then(UsageScan::new),
+            settle,
+            release,
+        }))
+    }
+}
+
+impl Drop for Feedback {
+    fn drop(&mut self) {
+        if !self.cells.is_empty() {
+            self.engine.release(&self.cells);
+        }
+    }
 }
 
 impl<S, B> ResponseFuture<S, B>
@@ -132,7 +168,7 @@ where
     S: Service<Request<B>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
 {
-    type Output = Result<Response<ResBody>, BoxError>;
+    type Output = Result<Response<ResponseBody<ResBody>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
@@ -199,12 +235,11 @@ where
                     state.set(State::Calling { fut, feedback });
                 }
                 StateProj::Calling { fut, feedback } => {
-                    let response = ready!(fut.poll(cx)).map_err(Into::into)?;
-                    if let Some(fb) = feedback.take() {
-                        fb.engine
-                            .feedback(&fb.cells, response.status(), response.headers());
-                    }
-                    return Poll::Ready(Ok(response));
+                    let answer = ready!(fut.poll(cx));
+                    let fb = feedback.take();
+                    let response = answer.map_err(Into::into)?;
+                    let settlement = fb.and_then(|fb| fb.answered(&response));
+                    return Poll::Ready(Ok(response.map(|b| ResponseBody::new(b, settlement))));
                 }
                 StateProj::Failed { error } => {
                     return Poll::Ready(Err(error.take().expect("polled after completion")));

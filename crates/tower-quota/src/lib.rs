@@ -45,6 +45,15 @@
 //! # }
 //! ```
 //!
+//! # Streams and token usage
+//!
+//! Responses come back as [`ResponseBody`]: the inner body's frames pass
+//! through as they arrive (a server-sent event stream is never buffered).
+//! A token quota charges its estimate at admission; with
+//! [`Charging::Reconciled`] the answer's `usage` (a JSON body's, or a
+//! stream's usage event) settles it when the body ends: an over-estimate
+//! is refunded and queued callers go sooner.
+//!
 //! # Configuration from TOML
 //!
 //! [`Limits::from_toml`] reads the same configuration from a file; see
@@ -62,6 +71,7 @@
 #![forbid(unsafe_code)]
 
 pub mod adaptive;
+mod answer;
 mod body;
 mod config;
 mod cost;
@@ -76,8 +86,10 @@ mod route;
 mod service;
 pub mod shared;
 mod snapshot;
+mod usage;
 
 pub use adaptive::{Adaptive, PaceSource, RateHeaders};
+pub use answer::ResponseBody;
 pub use body::PeekBody;
 #[cfg(feature = "toml")]
 pub use config::{
@@ -85,8 +97,8 @@ pub use config::{
     RateFile, RouteFile, UnmatchedFile,
 };
 pub use config::{
-    DEFAULT_CATCH_UP, DEFAULT_HOLD, DEFAULT_MAX_HOLD, DEFAULT_SAFETY_MARGIN, InvalidConfig,
-    LimitRow, Limits, LimitsBuilder, Quota, Route, Unmatched,
+    Charging, DEFAULT_CATCH_UP, DEFAULT_HOLD, DEFAULT_MAX_HOLD, DEFAULT_SAFETY_MARGIN,
+    InvalidConfig, LimitRow, Limits, LimitsBuilder, Quota, Route, Unmatched,
 };
 pub use cost::{Cost, CostFn, FieldsFn, KeyBy, TokenEstimate};
 pub use fields::BodyFields;

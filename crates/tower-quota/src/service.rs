@@ -11,7 +11,7 @@ use crate::config::Limits;
 use crate::engine::{Admission, CellKey, Engine};
 use crate::fields::BodyFields;
 use crate::future::ResponseFuture;
-use crate::{BoxError, Snapshot};
+use crate::{BoxError, ResponseBody, Snapshot};
 
 /// Waits for each request's quotas before sending it; see the [crate docs](crate).
 ///
@@ -137,7 +137,7 @@ where
     S::Error: Into<BoxError>,
     B: PeekBody,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = BoxError;
     type Future = ResponseFuture<S, B>;
 

@@ -88,7 +88,11 @@ fn pace(layer: &RateLimitLayer, model: &str) -> (f64, PaceSource) {
 /// Sends `n` requests for `model`, one after another.
 async fn send_sequentially<S>(svc: &S, model: &str, n: usize) -> Vec<StatusCode>
 where
-    S: Service<Request<String>, Response = Response<String>, Error = tower_quota::BoxError> + Clone,
+    S: Service<
+            Request<String>,
+            Response = Response<tower_quota::ResponseBody<String>>,
+            Error = tower_quota::BoxError,
+        > + Clone,
 {
     let mut statuses = Vec::new();
     for _ in 0..n {
@@ -243,8 +247,11 @@ fn strict_server(limit: usize, log: Arc<Mutex<Vec<(Instant, String)>>>) -> Answe
 /// Runs `tasks` callers sending `model` requests until `until`, returning the statuses.
 async fn drive<S>(svc: S, model: &'static str, tasks: usize, until: Instant) -> Vec<StatusCode>
 where
-    S: Service<Request<String>, Response = Response<String>, Error = tower_quota::BoxError>
-        + Clone
+    S: Service<
+            Request<String>,
+            Response = Response<tower_quota::ResponseBody<String>>,
+            Error = tower_quota::BoxError,
+        > + Clone
         + Send
         + 'static,
     S::Future: Send,

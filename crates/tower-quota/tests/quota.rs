@@ -77,9 +77,13 @@ async fn burst<S>(
     svc: &mut S,
     path: &str,
     bodies: Vec<String>,
-) -> Vec<Result<Response<String>, BoxError>>
+) -> Vec<Result<Response<tower_quota::ResponseBody<String>>, BoxError>>
 where
-    S: Service<Request<String>, Response = Response<String>, Error = BoxError>,
+    S: Service<
+            Request<String>,
+            Response = Response<tower_quota::ResponseBody<String>>,
+            Error = BoxError,
+        >,
     S::Future: Send + 'static,
 {
     let mut handles = Vec::new();

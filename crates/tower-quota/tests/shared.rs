@@ -65,7 +65,11 @@ type Log = Arc<Mutex<Vec<Instant>>>;
 fn stack(
     layer: &RateLimitLayer,
     log: Log,
-) -> BoxCloneService<Request<String>, Response<String>, tower_quota::BoxError> {
+) -> BoxCloneService<
+    Request<String>,
+    Response<tower_quota::ResponseBody<String>>,
+    tower_quota::BoxError,
+> {
     BoxCloneService::new(layer.layer(service_fn(move |_: Request<String>| {
         log.lock().unwrap().push(Instant::now());
         async { Ok::<_, Infallible>(Response::new(String::new())) }

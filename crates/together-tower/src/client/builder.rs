@@ -231,7 +231,9 @@ impl TogetherBuilder {
         };
         let stack = layers.layer(client);
         let service = BoxCloneSyncService::new(stack.map_response(
-            |res: Response<tower_jobs::ResponseBody<B>>| res.map(BodyExt::boxed_unsync),
+            |res: Response<tower_quota::ResponseBody<tower_jobs::ResponseBody<B>>>| {
+                res.map(BodyExt::boxed_unsync)
+            },
         ));
         Ok(TogetherClient {
             service,

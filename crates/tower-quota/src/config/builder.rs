@@ -180,6 +180,13 @@ impl LimitsBuilder {
                     |(field, reason)| InvalidConfig::new(format!("{entry}.{field}"), reason),
                 )?)),
             };
+            let reconciles = quota.charging == Charging::Reconciled;
+            if reconciles && !matches!(cost, Cost::Tokens(_)) {
+                return Err(InvalidConfig::new(
+                    format!("{entry}.charge"),
+                    "reconciled charging settles by the answer's token usage: it needs a token cost (a `tokens` rate)",
+                ));
+            }
             quotas.push(CompiledQuota {
                 name,
                 default,
@@ -187,6 +194,7 @@ impl LimitsBuilder {
                 cost,
                 key: quota.key,
                 learn,
+                reconciles,
             });
         }
         let compile = |name: String,

@@ -19,6 +19,8 @@ pub(crate) struct CompiledQuota {
     pub(crate) key: Option<KeyBy>,
     /// How the default cells learn their pace; `None` for a static quota.
     pub(crate) learn: Option<Arc<LearnParams>>,
+    /// Whether answers settle the estimate ([`Charging::Reconciled`](super::Charging)).
+    pub(crate) reconciles: bool,
 }
 
 impl CompiledQuota {

@@ -60,6 +60,32 @@ pub struct Quota {
     key: Option<KeyBy>,
     overrides: Vec<(String, Rate, Option<NonZeroU32>)>,
     learn: Option<Adaptive>,
+    charging: Charging,
+}
+
+/// How a token quota charges a request.
+///
+/// A token cost is an estimate made before the request goes: the input's
+/// length plus the whole output budget (`max_tokens` × `n`). A chat whose
+/// answers use 60 of 1,024 allowed tokens is charged 17 times what it
+/// used, and a quota that never learns better holds its route to a
+/// fraction of what the server allows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Charging {
+    /// The estimate, and nothing else (the default).
+    #[default]
+    Estimate,
+    /// The estimate at admission, settled by the answer's `usage` when it
+    /// is known (from a JSON body, or a stream's usage event): an
+    /// over-estimate is refunded, so queued requests go sooner; an
+    /// under-estimate is charged (at most one burst). An answer that
+    /// reports the quota's remaining count (a learning quota reading
+    /// `x-tokenlimit-remaining`) is settled by that count instead: the
+    /// server's count is the truth, whichever way it charges. A body
+    /// without a readable usage keeps the estimate. Cells decided by a
+    /// [shared store](crate::shared) keep the estimate.
+    Reconciled,
 }
 
 impl Quota {
@@ -72,6 +98,7 @@ impl Quota {
             key: None,
             overrides: Vec::new(),
             learn: None,
+            charging: Charging::Estimate,
         }
     }
 
@@ -98,6 +125,21 @@ impl Quota {
     /// Sets what a request costs (default: one, or estimated tokens for a `tokens` rate).
     pub fn cost(mut self, cost: Cost) -> Self {
         self.cost = Some(cost);
+        self
+    }
+
+    /// How requests are charged (default [`Charging::Estimate`]);
+    /// [`Charging::Reconciled`] needs a token cost.
+    ///
+    /// ```
+    /// use tower_quota::{Charging, Quota};
+    ///
+    /// let tokens = Quota::new("3000 tokens/s".parse()?).charge(Charging::Reconciled);
+    /// # let _ = tokens;
+    /// # Ok::<(), tower_quota::RateParseError>(())
+    /// ```
+    pub fn charge(mut self, charging: Charging) -> Self {
+        self.charging = charging;
         self
     }
 

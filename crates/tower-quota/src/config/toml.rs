@@ -101,6 +101,8 @@ pub struct QuotaFile {
     pub key: Option<String>,
     /// `"requests"` or `"tokens"` (default from the rate's unit).
     pub cost: Option<String>,
+    /// `"estimate"` (the default) or `"reconciled"`: see [`Charging`](crate::Charging).
+    pub charge: Option<String>,
     /// Per-key rates: `"key" = "9/min"` or `"key" = { rate = "9/min", burst = 2 }`.
     #[serde(default)]
     pub overrides: BTreeMap<String, OverrideFile>,
@@ -381,6 +383,16 @@ impl LimitsFile {
                     return Err(InvalidConfig::new(
                         format!("{entry}.cost"),
                         format!("{other:?}: use \"requests\" or \"tokens\""),
+                    ));
+                }
+            }
+            match q.charge.as_deref() {
+                None | Some("estimate") => {}
+                Some("reconciled") => quota = quota.charge(Charging::Reconciled),
+                Some(other) => {
+                    return Err(InvalidConfig::new(
+                        format!("{entry}.charge"),
+                        format!("{other:?}: use \"estimate\" or \"reconciled\""),
                     ));
                 }
             }

@@ -223,14 +223,15 @@ impl Engine {
             ..
         } = &mut *guard;
         let waiter = waiters.get_mut(&id).expect("a live ticket has a waiter");
+        // Kept by a head too: a refund wakes it before its timer.
+        if !waiter.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            waiter.waker = Some(waker.clone());
+        }
         let is_head = waiter
             .cells
             .iter()
             .all(|(key, _)| cells[key].queue.front() == Some(&id));
         if !is_head {
-            if !waiter.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
-                waiter.waker = Some(waker.clone());
-            }
             return Ok(Attempt::Queued);
         }
         for _ in 0..MAX_ROUNDS {

@@ -211,6 +211,20 @@ impl Cell {
         );
     }
 
+    /// Gives back `units` granted earlier: the schedule moves back, never
+    /// before now (a cell banks no more than its burst).
+    pub(super) fn refund(&mut self, now_off: Duration, units: f64) {
+        let Some(tat) = self.tat() else {
+            return;
+        };
+        let back = self.params.interval.mul_f64(units.max(0.0));
+        let earlier = tat.saturating_sub(back).max(now_off.min(tat));
+        self.tat.store(
+            u64::try_from(earlier.as_nanos()).unwrap_or(u64::MAX - 1),
+            Ordering::Relaxed,
+        );
+    }
+
     /// The TAT as an offset from the base, or `None` before the first grant.
     pub(super) fn tat(&self) -> Option<Duration> {
         let raw = self.tat.load(Ordering::Relaxed);

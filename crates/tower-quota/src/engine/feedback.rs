@@ -7,7 +7,7 @@ use http::{HeaderMap, StatusCode};
 use limit_text::hint::{HintSource, parse_wait_hint};
 use tokio::time::Instant;
 
-use crate::learn::{CellName, Move};
+use crate::learn::{Answered, CellName, Move};
 use crate::shared::{PaceNews, SharedNews};
 
 use super::cell::{Cell, CellKey};
@@ -57,23 +57,36 @@ impl Engine {
 
     /// Reads a response to a request granted on `cells`: holds them if the
     /// server asks for a pause, and lets learning cells learn from it.
+    /// Returns the cells whose charge the answer's usage settles: those of
+    /// reconciled quotas whose count the answer did not report.
     pub(crate) fn feedback(
         self: &Arc<Self>,
         cells: &[Granted],
         status: StatusCode,
         headers: &HeaderMap,
-    ) {
+        streaming: bool,
+    ) -> Vec<Granted> {
         let hold = self.hold_for(status, headers);
         let learns = cells
             .iter()
             .any(|g| self.limits.quotas[g.key.quota].learn.is_some());
+        let mut settle: Vec<Granted> = if status.is_success() && self.shared.is_none() {
+            cells
+                .iter()
+                .filter(|g| self.limits.quotas[g.key.quota].reconciles)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         if hold.is_none() && !learns {
-            return;
+            return settle;
         }
         let now = Instant::now();
         let now_off = self.offset(now);
         let margin = self.limits.safety_margin;
         let mut news = Vec::new();
+        let mut woken = Vec::new();
         let mut state = self.lock();
         for granted in cells {
             let Some(cell) = state.cells.get_mut(&granted.key) else {
@@ -88,7 +101,24 @@ impl Engine {
             let mut hold = hold.map(|(delay, reason)| (now + delay, delay, reason));
             if let Some(learner) = cell.learner.as_mut() {
                 let cost = f64::from(granted.cost);
-                let learned = learner.answered(now, status, headers, cost, granted.epoch, &name);
+                let request = Answered {
+                    cost,
+                    epoch: granted.epoch,
+                    streaming,
+                    follow_up: self.limits.quotas[granted.key.quota].reconciles
+                        && self.shared.is_none(),
+                };
+                let learned = learner.answered(now, status, headers, request, &name);
+                if learned.followed {
+                    settle.retain(|g| g.key != granted.key);
+                }
+                if learned.refund > 0.0 {
+                    tracing::debug!(cell = %name, units = learned.refund, "rate limit: the server counts fewer spent than this cell did; refunding the difference");
+                    cell.refund(now_off, learned.refund);
+                    if let Some(&front) = cell.queue.front() {
+                        woken.push(front);
+                    }
+                }
                 if learned.repace {
                     cell.repace(margin);
                     let to = cell.params.interval;
@@ -138,10 +168,14 @@ impl Engine {
                 news.push((granted.key.clone(), n));
             }
         }
+        for id in woken {
+            super::wake(&mut state.waiters, id);
+        }
         drop(state);
         for (key, n) in news {
             self.share(key, n);
         }
+        settle
     }
 
     /// Shares `news` of cell `key` through the store, then follows the

@@ -34,6 +34,7 @@ mod admission;
 mod breaker;
 mod cell;
 mod feedback;
+mod settle;
 
 use breaker::Breaker;
 pub(crate) use cell::CellKey;
@@ -50,7 +51,7 @@ const LEARNED_IDLE: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone)]
 pub(crate) struct Granted {
     pub(crate) key: CellKey,
-    cost: u32,
+    pub(crate) cost: u32,
     /// The cell's learning epoch at the grant.
     epoch: u64,
 }

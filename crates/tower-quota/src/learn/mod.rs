@@ -11,6 +11,10 @@ use tokio::time::Instant;
 
 use crate::adaptive::{LearnParams, PaceSource};
 
+mod rolling;
+
+pub(crate) use rolling::Rolling;
+
 /// Header values above this are absurd, not a limit: ignored.
 const ABSURD: f64 = 1e12;
 /// How long a reset may hold a cell before it is taken for garbage.
@@ -30,75 +34,6 @@ const RECOVER_TO: f64 = 0.9;
 /// A cut goes no lower than this share of the rate accepted over the last
 /// second, and always at least to this share of the pace cut from.
 const CUT_TO_ACCEPTED: f64 = 0.9;
-
-const BUCKETS: usize = 16;
-
-/// A sum over a sliding window, kept in `BUCKETS` buckets: [`sum`](Self::sum)
-/// covers at least the whole window (it leans to counting more history),
-/// [`sum_within`](Self::sum_within) at most the window (it leans to less).
-#[derive(Debug, Clone)]
-pub(crate) struct Rolling {
-    width: Duration,
-    buckets: [f64; BUCKETS],
-    head: usize,
-    head_start: Option<Instant>,
-}
-
-impl Rolling {
-    pub(crate) fn new(window: Duration) -> Self {
-        Rolling {
-            width: (window / (BUCKETS as u32 - 1)).max(Duration::from_micros(1)),
-            buckets: [0.0; BUCKETS],
-            head: 0,
-            head_start: None,
-        }
-    }
-
-    fn advance(&mut self, now: Instant) {
-        let Some(start) = self.head_start else {
-            self.head_start = Some(now);
-            return;
-        };
-        let steps = now.saturating_duration_since(start).as_nanos() / self.width.as_nanos();
-        if steps == 0 {
-            return;
-        }
-        if steps >= BUCKETS as u128 {
-            self.buckets = [0.0; BUCKETS];
-            self.head_start = Some(now);
-            return;
-        }
-        for _ in 0..steps {
-            self.head = (self.head + 1) % BUCKETS;
-            self.buckets[self.head] = 0.0;
-        }
-        self.head_start = Some(start + self.width * steps as u32);
-    }
-
-    pub(crate) fn add(&mut self, now: Instant, amount: f64) {
-        self.advance(now);
-        self.buckets[self.head] += amount;
-    }
-
-    /// The sum over at least the last window.
-    pub(crate) fn sum(&mut self, now: Instant) -> f64 {
-        self.advance(now);
-        self.buckets.iter().sum()
-    }
-
-    /// The sum over the last window, estimated: of the oldest bucket, which
-    /// straddles the window's start, only the share inside the window counts.
-    pub(crate) fn sum_within(&mut self, now: Instant) -> f64 {
-        self.advance(now);
-        let oldest = (self.head + 1) % BUCKETS;
-        let into_head = match self.head_start {
-            Some(start) => now.saturating_duration_since(start).as_secs_f64(),
-            None => 0.0,
-        };
-        let inside = (1.0 - into_head / self.width.as_secs_f64()).clamp(0.0, 1.0);
-        self.sum(now) - self.buckets[oldest] * (1.0 - inside)
-    }
-}
 
 /// Why a pace moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +57,25 @@ pub(crate) struct Learned {
     pub(crate) charge: f64,
     /// The server says the limit is spent until this long from now.
     pub(crate) hold: Option<Duration>,
+    /// The answer reported this cell's remaining count: the server's count
+    /// of the request stands, no usage settles it.
+    pub(crate) followed: bool,
+    /// Units the server counts as free beyond this cell's view (after what
+    /// is still in flight): refunded to the cell (reconciled quotas only).
+    pub(crate) refund: f64,
+}
+
+/// The request an answer is read against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Answered {
+    /// Its cost on the cell.
+    pub(crate) cost: f64,
+    /// The cell's learning epoch at its grant.
+    pub(crate) epoch: u64,
+    /// The answer is a stream, still being sent.
+    pub(crate) streaming: bool,
+    /// A remaining count above the cell's view is refunded (a reconciled quota).
+    pub(crate) follow_up: bool,
 }
 
 /// One cell's learned pace.
@@ -154,6 +108,9 @@ pub(crate) struct Learner {
     /// sees 1/peers of the successes and grows the shared pace 1/peers as fast.
     peers: f64,
     moved: Option<Move>,
+    /// Units granted whose answer the server has not finished (a stream
+    /// until its end): the server may not have counted them yet.
+    inflight: f64,
 }
 
 /// What a group of headers says.
@@ -250,6 +207,7 @@ impl Learner {
             logged: None,
             peers: peers.max(1.0),
             moved: None,
+            inflight: 0.0,
             params,
         }
     }
@@ -291,23 +249,46 @@ impl Learner {
 
     /// A grant of `cost` units was made.
     pub(crate) fn granted(&mut self, now: Instant, cost: f64) {
+        self.inflight += cost;
         if let Some(spent) = &mut self.spent {
             spent.add(now, cost);
         }
     }
 
-    /// Reads one answer to a request of `cost` units granted in `epoch`.
+    /// A request of `cost` units is done on the server (answered, failed, or dropped).
+    pub(crate) fn released(&mut self, cost: f64) {
+        self.inflight = (self.inflight - cost).max(0.0);
+    }
+
+    /// `units` (negative for a refund) settled after the grant: this
+    /// cell's view of what it spent follows.
+    pub(crate) fn settled(&mut self, now: Instant, units: f64) {
+        if let Some(spent) = &mut self.spent {
+            spent.add(now, units);
+        }
+    }
+
+    /// Reads one answer to `request`: its head, and the whole of it unless
+    /// the answer streams (a stream's request is released at its end).
     pub(crate) fn answered(
         &mut self,
         now: Instant,
         status: StatusCode,
         headers: &HeaderMap,
-        cost: f64,
-        epoch: u64,
+        request: Answered,
         cell: &CellName<'_>,
     ) -> Learned {
+        let Answered {
+            cost,
+            epoch,
+            streaming,
+            follow_up,
+        } = request;
         let mut out = Learned::default();
         self.moved = None;
+        if !streaming {
+            self.released(cost);
+        }
         if status.is_success() {
             self.successes.add(now, cost);
             self.lately.add(now, cost);
@@ -327,12 +308,22 @@ impl Learner {
             }
             match read_lowest(headers, &h.remaining, false) {
                 Reading::Value(remaining) if self.source == PaceSource::Header => {
+                    out.followed = true;
                     let spent = self.spent.as_mut().expect("headers keep a spent window");
                     let own_view = self.pace * period - spent.sum(now);
+                    // What the server may not have counted yet: its count
+                    // above this view less that is spent on neither side.
+                    // (A view below zero is this window's rounding: the
+                    // server has refilled what it counts, never less.) At
+                    // most this request's cost is given back per answer.
+                    let unseen = own_view.max(0.0) + self.inflight;
                     // Remaining counts are whole units: a one-unit gap is rounding.
                     if remaining + 1.0 < own_view {
                         out.charge = own_view - remaining;
                         spent.add(now, out.charge);
+                    } else if follow_up && remaining > unseen + 1.0 {
+                        out.refund = (remaining - unseen).min(cost);
+                        spent.add(now, -out.refund);
                     }
                     if remaining < 1.0 {
                         out.hold = h
