@@ -3,13 +3,15 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use crate::config::{CHAT, COMPLETIONS, EMBEDDINGS, IMAGES, ModelSpec, SimConfig};
+use crate::config::{CHAT, COMPLETIONS, EMBEDDINGS, IMAGES, ModelSpec, SimConfig, TokenRange};
+use crate::reply::{chars_to_tokens, reply};
 
 /// An error answer in Together's shape.
 #[derive(Debug, Clone)]
@@ -81,10 +83,8 @@ pub(crate) struct Catalog {
     default_max_tokens: u64,
     dims: usize,
     ids: AtomicU64,
-}
-
-fn chars_to_tokens(chars: usize) -> u64 {
-    (chars as u64).div_ceil(4)
+    /// Drawn completion lengths ([`AnswerConfig::completion_tokens`](crate::config::AnswerConfig)).
+    lengths: Option<(TokenRange, Mutex<SmallRng>)>,
 }
 
 fn text_of(v: &Value) -> Option<String> {
@@ -141,7 +141,18 @@ impl Catalog {
             default_max_tokens: config.default_max_tokens,
             dims: config.embedding_dims.max(1),
             ids: AtomicU64::new(1),
+            lengths: config.answers.completion_tokens.map(|r| {
+                let rng = SmallRng::seed_from_u64(config.answers.seed);
+                (r, Mutex::new(rng))
+            }),
         }
+    }
+
+    /// A completion's length in tokens, when configured.
+    fn draw_length(&self) -> Option<u64> {
+        let (range, rng) = self.lengths.as_ref()?;
+        let mut rng = rng.lock().unwrap_or_else(|e| e.into_inner());
+        Some(rng.random_range(range.min..=range.max))
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -291,7 +302,8 @@ impl Catalog {
                     .and_then(|m| m.get("content"))
                     .and_then(text_of)
                     .unwrap_or_default();
-                let (content, used, finish) = reply(&p.model, &last, p.max_tokens);
+                let (content, used, finish) =
+                    reply(&p.model, &last, p.max_tokens, self.draw_length());
                 let choices: Vec<Value> = (0..p.n)
                     .map(|i| {
                         json!({
@@ -315,7 +327,8 @@ impl Catalog {
             }
             COMPLETIONS => {
                 let prompt = body.get("prompt").and_then(text_of).unwrap_or_default();
-                let (text, used, finish) = reply(&p.model, &prompt, p.max_tokens);
+                let (text, used, finish) =
+                    reply(&p.model, &prompt, p.max_tokens, self.draw_length());
                 let choices: Vec<Value> = (0..p.n)
                     .map(|i| json!({"index": i, "text": text, "finish_reason": finish, "logprobs": null}))
                     .collect();
@@ -400,23 +413,6 @@ impl Catalog {
 
 fn usage(prompt: u64, completion: u64) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
-}
-
-/// A short deterministic reply, cut at `max_tokens` (4 chars a token).
-fn reply(model: &str, input: &str, max_tokens: u64) -> (String, u64, &'static str) {
-    let mut echo: String = input.chars().take(48).collect();
-    if echo.len() < input.len() {
-        echo.push_str("...");
-    }
-    let full = format!("Simulated reply from {model} to: {echo}");
-    let max_chars = (max_tokens as usize).saturating_mul(4);
-    if full.len() > max_chars {
-        let cut: String = full.chars().take(max_chars).collect();
-        let used = chars_to_tokens(cut.len());
-        (cut, used, "length")
-    } else {
-        (full.clone(), chars_to_tokens(full.len()), "stop")
-    }
 }
 
 /// A unit-length vector, stable for the same text.

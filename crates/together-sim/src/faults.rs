@@ -16,6 +16,7 @@ use crate::config::{FaultConfig, FaultKind, FaultRule};
 pub(crate) enum Action {
     Status(u16),
     Close,
+    Cut,
 }
 
 #[derive(Debug)]
@@ -78,6 +79,7 @@ impl Faults {
                 FaultKind::ServerError if action.is_none() => action = Some(Action::Status(500)),
                 FaultKind::BadGateway if action.is_none() => action = Some(Action::Status(502)),
                 FaultKind::Close if action.is_none() => action = Some(Action::Close),
+                FaultKind::Cut if action.is_none() => action = Some(Action::Cut),
                 _ => {}
             }
         }

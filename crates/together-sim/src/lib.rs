@@ -15,7 +15,7 @@
 //!
 //! | route | answer |
 //! | --- | --- |
-//! | `POST /v1/chat/completions`, `/v1/completions` | OpenAI shapes, a short deterministic reply echoing the input, `n` choices, `finish_reason` `length` when `max_tokens` cuts it |
+//! | `POST /v1/chat/completions`, `/v1/completions` | OpenAI shapes, a short deterministic reply echoing the input (or [`completion_tokens`](config::AnswerConfig::completion_tokens) of filler), `n` choices, `finish_reason` `length` when `max_tokens` cuts it; with `"stream": true`, server-sent events (below) |
 //! | `POST /v1/embeddings` | one unit vector per input (string or array), in order, stable for the same text; `encoding_format: "base64"` gives little-endian f32 |
 //! | `POST /v1/images/generations` | `n` fake images (`url`, or `b64_json`) |
 //! | `GET /v1/models` | a bare JSON array, as Together answers |
@@ -47,6 +47,21 @@
 //! `retry-after`) on a 429 is the real time until enough of the window
 //! frees, rounded up to the millisecond (to the second for `retry-after`).
 //! Faults apply after the limits: a faulted request was charged.
+//!
+//! With [`token_charge = "usage"`](config::TokenCharge::Usage) token
+//! limits admit a request when its input fits and charge its real usage
+//! when the answer is complete (a stream at its end).
+//!
+//! # Streams
+//!
+//! `"stream": true` answers `text/event-stream`: a role chunk, content
+//! deltas of [`chunk_tokens`](config::AnswerConfig::chunk_tokens) tokens,
+//! the finish chunk, the usage when `stream_options.include_usage` asks
+//! (on the finish chunk with a top-level `cached_tokens`, as Together sends
+//! it, or a separate chunk with empty `choices`, as OpenAI does:
+//! [`usage_style`](config::AnswerConfig::usage_style)), then `data: [DONE]`,
+//! [`chunk_interval`](config::AnswerConfig::chunk_interval) apart. The
+//! `cut` fault aborts a stream after half its events.
 //!
 //! With `[dynamic]` set, its routes follow the [dynamic rule](dynamic)
 //! instead: a rate per key and model of `multiple` x the successful rate
@@ -155,6 +170,7 @@ mod faults;
 mod jobs;
 pub mod limits;
 mod multipart;
+mod reply;
 mod server;
 pub mod stats;
 mod wire;

@@ -215,6 +215,32 @@ pub(crate) struct KeyLimits {
 pub(crate) struct Cost {
     pub(crate) tokens: u64,
     pub(crate) images: u64,
+    /// Tokens are charged when the answer is complete
+    /// ([`TokenCharge::Usage`](crate::config::TokenCharge)): admission only
+    /// checks that these (the input) fit.
+    pub(crate) tokens_later: Option<u64>,
+}
+
+/// A token limit to charge when the answer is complete.
+#[derive(Debug)]
+pub(crate) struct TokenDebt {
+    limiter: Arc<Mutex<Limiter>>,
+}
+
+impl TokenDebt {
+    /// Charges `tokens` now, past the limit if need be; the limit's state after.
+    pub(crate) fn charge(&self, now: Duration, tokens: u64) -> Grant {
+        let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+        l.commit(now, tokens);
+        let (remaining, reset) = l.remaining(now);
+        Grant {
+            kind: LimitKind::Tokens,
+            limit: l.limit,
+            window: l.window,
+            remaining,
+            reset,
+        }
+    }
 }
 
 /// A limit's state after a grant, for the success headers.
@@ -296,14 +322,14 @@ impl Limits {
         model: Option<&str>,
         cost: Cost,
         now_fn: impl Fn() -> Duration,
-    ) -> Result<Vec<Grant>, Refusal> {
+    ) -> Result<(Vec<Grant>, Option<TokenDebt>), Refusal> {
         let Some(key) = self.keys.get(api_key) else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         };
         let route_limits = self.routes.get(route);
         let model_limits = model.and_then(|m| self.models.get(m));
         if route_limits.is_none() && model_limits.is_none() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let mut plan: Vec<(LimitKind, Arc<Mutex<Limiter>>, u64)> = Vec::with_capacity(3);
         for kind in LimitKind::ALL {
@@ -320,7 +346,7 @@ impl Limits {
             };
             let c = match kind {
                 LimitKind::Requests => 1,
-                LimitKind::Tokens => cost.tokens,
+                LimitKind::Tokens => cost.tokens_later.unwrap_or(cost.tokens),
                 LimitKind::Images => cost.images.max(1),
             };
             let bk = BucketKey {
@@ -356,8 +382,15 @@ impl Limits {
             return Err(r);
         }
         let mut grants = Vec::with_capacity(plan.len());
-        for (g, (kind, _, c)) in guards.iter_mut().zip(&plan) {
-            g.commit(now, *c);
+        let mut debt = None;
+        for (g, (kind, limiter, c)) in guards.iter_mut().zip(&plan) {
+            if *kind == LimitKind::Tokens && cost.tokens_later.is_some() {
+                debt = Some(TokenDebt {
+                    limiter: limiter.clone(),
+                });
+            } else {
+                g.commit(now, *c);
+            }
             let (remaining, reset) = g.remaining(now);
             grants.push(Grant {
                 kind: *kind,
@@ -367,7 +400,7 @@ impl Limits {
                 reset,
             });
         }
-        Ok(grants)
+        Ok((grants, debt))
     }
 
     /// A snapshot of every limiter.

@@ -181,6 +181,12 @@ impl SimBuilder {
         self
     }
 
+    /// How answers are made (see [`AnswerConfig`]).
+    pub fn answers(mut self, answers: AnswerConfig) -> Self {
+        self.config.answers = answers;
+        self
+    }
+
     /// Adds a fault rule.
     pub fn fault(mut self, rule: FaultRule) -> Self {
         self.config.faults.rules.push(rule);

@@ -21,6 +21,9 @@ pub enum FaultKind {
     BadGateway,
     /// The connection is closed before any response.
     Close,
+    /// A streamed answer is cut half-way: the connection is aborted after
+    /// half its chunks (an answer that does not stream is not affected).
+    Cut,
     /// The answer is delayed by `latency` + uniform `[0, jitter]`
     /// (simulated time, so scaled like everything else).
     Latency,

@@ -29,12 +29,14 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::dynamic::{CapChange, DynamicLimits};
 
+mod answers;
 mod builder;
 mod error;
 mod faults;
 mod parts;
 mod rate;
 
+pub use answers::{AnswerConfig, TokenCharge, TokenRange, UsageStyle};
 pub use builder::SimBuilder;
 pub use error::ConfigError;
 pub use faults::{FaultConfig, FaultKind, FaultRule};
@@ -97,6 +99,8 @@ pub struct SimConfig {
     pub batches: BatchConfig,
     /// Faults.
     pub faults: FaultConfig,
+    /// How answers are made: completion lengths, streams, token charging.
+    pub answers: AnswerConfig,
     /// Dynamic limits (TOML table `[dynamic]`; default off). When set, its
     /// routes follow the [dynamic rule](crate::dynamic) instead of
     /// [`routes`](Self::routes) and [`model_limits`](Self::model_limits).
@@ -127,6 +131,7 @@ impl std::fmt::Debug for SimConfig {
             .field("fine_tunes", &self.fine_tunes)
             .field("batches", &self.batches)
             .field("faults", &self.faults)
+            .field("answers", &self.answers)
             .field("dynamic", &self.dynamic)
             .finish()
     }
@@ -183,6 +188,7 @@ impl Default for SimConfig {
             fine_tunes: FineTuneConfig::default(),
             batches: BatchConfig::default(),
             faults: FaultConfig::default(),
+            answers: AnswerConfig::default(),
             dynamic: None,
         }
     }
@@ -258,6 +264,17 @@ impl SimConfig {
         }
         if let Some(d) = &self.dynamic {
             d.validate()?;
+        }
+        if let Some(r) = self.answers.completion_tokens
+            && r.min > r.max
+        {
+            return Err(ConfigError::new(format!(
+                "answers.completion_tokens: min {} is above max {}",
+                r.min, r.max
+            )));
+        }
+        if self.answers.chunk_tokens == 0 {
+            return Err(ConfigError::new("answers.chunk_tokens must be above zero"));
         }
         Ok(())
     }

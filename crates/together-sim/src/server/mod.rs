@@ -14,23 +14,25 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde_json::Value;
 
 use crate::config::ConfigError;
+use crate::config::TokenCharge;
 use crate::dynamic::Admission;
 use crate::fake::ApiError;
 use crate::faults::Action;
-use crate::limits::Cost;
+use crate::limits::{Cost, LimitKind};
 use crate::stats::Record;
-use crate::wire::{Resp, json_response, key_label};
+use crate::wire::{Resp, SimBody, json_response, key_label};
 use route::Route;
 use state::ServerState;
 
 mod route;
 mod spawn;
 mod state;
+mod stream;
 
 pub use spawn::SimHandle;
 
@@ -159,7 +161,7 @@ async fn read_body(
 }
 
 async fn serve<'s>(
-    st: &'s ServerState,
+    st: &'s Arc<ServerState>,
     req: Request<Incoming>,
     info: &mut Info<'s>,
 ) -> Result<Resp, Exit> {
@@ -213,14 +215,20 @@ async fn serve<'s>(
     } else {
         None
     };
+    let streaming = matches!(route, Route::Chat | Route::Completions)
+        .then(|| stream::asked(&body, &st.config.answers))
+        .flatten();
+    let usage_charge = st.config.answers.token_charge == TokenCharge::Usage;
     let cost = prepared.as_ref().map_or(Cost::default(), |p| Cost {
         tokens: p.tokens(),
         images: if route == Route::Images { p.n } else { 0 },
+        tokens_later: usage_charge.then_some(p.input_tokens),
     });
     let model = info.model.as_deref();
     let dynamic = st.dynamic.as_ref().filter(|d| d.governs(pattern));
     let mut ticket = None;
-    let grants = match (dynamic, model) {
+    let mut debt = None;
+    let mut grants = match (dynamic, model) {
         (Some(d), Some(m)) => {
             let label = key_label(&st.config.api_keys, key);
             match d.admit(&label, m, cost.tokens, || st.clock.now()) {
@@ -249,7 +257,10 @@ async fn serve<'s>(
             .limits
             .acquire(key, pattern, model, cost, || st.clock.now())
         {
-            Ok(g) => g,
+            Ok((g, d)) => {
+                debt = d;
+                g
+            }
             Err(r) => {
                 info.limited = true;
                 tracing::debug!(route = pattern, "rate limited");
@@ -263,6 +274,8 @@ async fn serve<'s>(
     }
     match action {
         Some(Action::Close) => return Err(Exit::Close),
+        // A cut happens in the stream (and spares an answer that does not stream).
+        Some(Action::Cut) => {}
         Some(Action::Status(s)) => {
             let (kind, msg) = match s {
                 503 => ("server_error", "The server is overloaded or not ready yet."),
@@ -295,7 +308,7 @@ async fn serve<'s>(
         Route::File(id) => jobs.get_file(key, id)?,
         Route::FileContent(id) => {
             let content = jobs.file_content(key, id)?;
-            let mut r = Response::new(Full::new(Bytes::from(content)));
+            let mut r = Response::new(SimBody::full(content));
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/jsonl"));
             return Ok(r);
@@ -306,7 +319,27 @@ async fn serve<'s>(
         Route::BatchCancel(id) => jobs.cancel_batch(key, id, cat, now)?,
         _ => Value::Null,
     };
-    let mut resp = json_response(200, &v);
+    let used = v["usage"]["total_tokens"].as_u64().unwrap_or(0);
+    let mut resp = match streaming {
+        Some(include_usage) => {
+            let events = stream::events(&v, include_usage, &st.config.answers);
+            let cut = action == Some(Action::Cut);
+            let body = stream::send(st, events, cut, debt.map(|d| (d, used)));
+            let mut r = Response::new(body);
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            r
+        }
+        None => {
+            if let Some(debt) = debt {
+                let after = debt.charge(st.clock.now(), used);
+                if let Some(g) = grants.iter_mut().find(|g| g.kind == LimitKind::Tokens) {
+                    *g = after;
+                }
+            }
+            json_response(200, &v)
+        }
+    };
     match &ticket {
         Some((d, t)) => {
             let view = t.succeed(d, || st.clock.now());
