@@ -32,6 +32,10 @@ pub enum ErrorKind {
     TooLarge,
     /// No answer in time: the body stalled, or the request's deadline passed.
     Timeout,
+    /// A streamed answer was cut after it began: what came is kept
+    /// ([`Streamed::response`](crate::stream::Streamed::response)); it is
+    /// not retried (the caller has part of it).
+    Interrupted,
 }
 
 /// An error of [`TogetherClient`](crate::TogetherClient): the HTTP status,
@@ -87,6 +91,12 @@ impl Error {
     /// A body that is not what the API documents ([`ErrorKind::Decode`]).
     pub fn decode(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Decode, message)
+    }
+
+    /// A streamed answer that failed after its head (`kind`: usually
+    /// [`ErrorKind::Interrupted`]); `message` says what came before.
+    pub fn stream(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error::new(kind, message)
     }
 
     /// No answer in time ([`ErrorKind::Timeout`]).
@@ -351,6 +361,9 @@ impl Error {
             (ErrorKind::Timeout, _) => "no answer in time: the server is slow or stalled; raise \
                  the timeouts if such answers are expected, or try later"
                 .into(),
+            (ErrorKind::Interrupted, _) => "the stream broke off: what came is kept; send the \
+                 request again for the rest"
+                .into(),
             (ErrorKind::Decode, _) => {
                 "the response had an unexpected shape: check the base URL points at an \
                  OpenAI-compatible API"
@@ -374,6 +387,7 @@ impl ErrorKind {
             ErrorKind::Config => "config",
             ErrorKind::TooLarge => "too_large",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::Interrupted => "interrupted",
         }
     }
 }

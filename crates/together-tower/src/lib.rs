@@ -58,6 +58,23 @@
 //! OpenAI's headers for other OpenAI-compatible APIs. Per-model overrides,
 //! all overridable from TOML: see [`preset`].
 //!
+//! # Streaming
+//!
+//! [`TogetherClient::chat_stream`] and [`TogetherClient::completions_stream`]
+//! send `"stream": true` (asking for the usage with
+//! `stream_options.include_usage`) and return a [`stream::Streamed`]: a
+//! `Stream` of typed chunks as the server sends them, the answer assembled
+//! so far, and the usage once it comes (Together's shape, on the finish
+//! chunk, or OpenAI's separate chunk). Every layer passes a stream through
+//! unbuffered; retries happen only before its head, and a stream cut
+//! half-way ends in an [`ErrorKind::Interrupted`] error, never in silence.
+//! The [`sse`] parser is bounded and property-tested.
+//!
+//! With [`Preset::together`] token quotas charge their estimate at
+//! admission and settle it by each answer's usage
+//! ([`Charging::Reconciled`](tower_quota::Charging)): a chat asking for
+//! 1,024 tokens that uses 60 gives the rest back to the queue.
+//!
 //! # Errors
 //!
 //! Every helper returns [`Error`]: the status, Together's error type and
@@ -80,6 +97,8 @@ mod key;
 pub mod preset;
 mod retry;
 pub mod service;
+pub mod sse;
+pub mod stream;
 mod suggest;
 mod transport;
 pub mod types;

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 /// Fields a type does not name, kept as they came.
 pub type Extra = Map<String, Value>;
 
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Default + Deserialize<'de>,

@@ -126,6 +126,9 @@ pub(super) fn send(
         let stop = if cut { events.len() / 2 } else { events.len() };
         for (i, event) in events.into_iter().enumerate() {
             if i == stop {
+                // What was sent goes out first (the body is idle, so the
+                // server flushes it): then the connection breaks.
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 let _ = tx.send(Err(StreamCut)).await;
                 break;
             }

@@ -19,7 +19,9 @@ use crate::error::Error;
 use crate::key::ApiKey;
 use crate::preset::Preset;
 use crate::service::Attempts;
+use crate::stream::{ChatStream, Chunk, CompletionStream, Streamed};
 use crate::suggest::closest_models;
+use crate::transport::HttpBody;
 use crate::types::*;
 
 mod builder;
@@ -152,6 +154,24 @@ impl TogetherClient {
         body: Option<String>,
         content_type: Option<&str>,
     ) -> Result<Bytes, Error> {
+        let (res, retries) = self.send(method, path, body, content_type).await?;
+        let status = res.status();
+        let scrub = self.scrub();
+        crate::body::read_body(res.into_body(), self.shared.body_limits)
+            .await
+            .map_err(|e| Error::from_body(e, retries, &scrub).with_status(status))
+    }
+
+    /// Sends `method path` with `body` through the stack; a 2xx answer
+    /// comes back with its body unread, any other is read into an
+    /// [`Error`]. Also returns the retries made.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        content_type: Option<&str>,
+    ) -> Result<(http::Response<HttpBody>, u32), Error> {
         let attempts = Attempts::default();
         let mut req = Request::builder().method(method).uri(path);
         if let Some(content_type) = content_type {
@@ -169,22 +189,95 @@ impl TogetherClient {
             .await
             .map_err(|e| Error::from_service(e, attempts.retries(), &scrub))?;
         let status = res.status();
+        if status.is_success() {
+            return Ok((res, attempts.retries()));
+        }
         let request_id = ["x-request-id", "request-id", "x-together-request-id"]
             .iter()
             .find_map(|h| res.headers().get(*h)?.to_str().ok().map(str::to_owned));
         let bytes = crate::body::read_body(res.into_body(), self.shared.body_limits)
             .await
             .map_err(|e| Error::from_body(e, attempts.retries(), &scrub).with_status(status))?;
-        if !status.is_success() {
-            return Err(Error::from_status(
-                status,
-                &bytes,
-                request_id,
-                attempts.retries(),
-                &scrub,
-            ));
+        Err(Error::from_status(
+            status,
+            &bytes,
+            request_id,
+            attempts.retries(),
+            &scrub,
+        ))
+    }
+
+    /// POSTs `request` to `path` as a stream (`"stream": true`, and
+    /// `stream_options.include_usage` unless the request sets
+    /// `stream_options`); the answer's events as they come.
+    async fn stream<C: Chunk>(
+        &self,
+        path: &str,
+        request: &impl Serialize,
+    ) -> Result<Streamed<C>, Error> {
+        let mut body = serde_json::to_value(request).map_err(|e| Error::decode(e.to_string()))?;
+        let model = body.get("model").and_then(Value::as_str).map(str::to_owned);
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert("stream".into(), Value::Bool(true));
+            fields
+                .entry("stream_options")
+                .or_insert_with(|| serde_json::json!({"include_usage": true}));
         }
-        Ok(bytes)
+        let sent = self
+            .send(Method::POST, path, Some(body.to_string()), None)
+            .await;
+        let (res, _) = match (sent, model) {
+            (Ok(sent), _) => sent,
+            (Err(e), Some(model)) if e.is_unknown_model() => {
+                let suggestions = self.closest_model_ids(&model).await;
+                return Err(e.into_model_not_found(&model, suggestions));
+            }
+            (Err(e), Some(model)) => return Err(e.with_model(&model)),
+            (Err(e), None) => return Err(e),
+        };
+        let key = self.shared.key.clone();
+        Ok(
+            Streamed::new(res.into_body(), self.shared.body_limits).scrubbed(
+                move |text| match &key {
+                    Some(key) => key.scrub(&text),
+                    None => text,
+                },
+            ),
+        )
+    }
+
+    /// `POST /v1/chat/completions` streamed: the chunks as the server sends
+    /// them, the assembled answer and its usage on the [`ChatStream`].
+    /// Retries (429s, 503s) happen before the first chunk; a stream cut
+    /// half-way ends with an [`ErrorKind::Interrupted`](crate::ErrorKind)
+    /// error and is not sent again. Model fallbacks do not apply.
+    ///
+    /// ```no_run
+    /// use futures_util::StreamExt;
+    /// use together_tower::{TogetherClient, types::{ChatRequest, Message}};
+    ///
+    /// # async fn run(client: TogetherClient) -> Result<(), together_tower::Error> {
+    /// let request = ChatRequest::new("meta-llama/Llama-3.3-70B-Instruct-Turbo", vec![Message::user("Hi")]);
+    /// let mut stream = client.chat_stream(&request).await?;
+    /// while let Some(chunk) = stream.next().await {
+    ///     for choice in chunk?.choices {
+    ///         print!("{}", choice.delta.content.unwrap_or_default());
+    ///     }
+    /// }
+    /// println!("\n{:?} tokens", stream.usage().map(|u| u.total_tokens));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, Error> {
+        self.stream("/v1/chat/completions", request).await
+    }
+
+    /// `POST /v1/completions` streamed (see [`chat_stream`](Self::chat_stream)).
+    pub async fn completions_stream(
+        &self,
+        request: &CompletionRequest,
+    ) -> Result<CompletionStream, Error> {
+        self.stream("/v1/completions", request).await
     }
 
     pub(crate) async fn json<T: DeserializeOwned>(

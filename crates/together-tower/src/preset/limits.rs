@@ -34,7 +34,9 @@ impl Preset {
                 let name = format!("{kind}.tokens");
                 b = b.quota(
                     name.clone(),
-                    Quota::new(rate.clone()).cost(Cost::Tokens(TokenEstimate::default())),
+                    Quota::new(rate.clone())
+                        .cost(Cost::Tokens(TokenEstimate::default()))
+                        .charge(self.charging),
                 );
                 route = route.quota(name);
             }
@@ -131,7 +133,9 @@ impl Preset {
             let name = format!("{kind}.tokens");
             b = b.quota(
                 name.clone(),
-                quota(start, true).cost(Cost::Tokens(TokenEstimate::default())),
+                quota(start, true)
+                    .cost(Cost::Tokens(TokenEstimate::default()))
+                    .charge(self.charging),
             );
             route = route.quota(name);
         }

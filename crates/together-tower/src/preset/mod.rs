@@ -23,6 +23,7 @@
 //!     base = "tier2"              # together | seed | free | tier1 .. tier5 | openai
 //!     learn = false               # pin the rates (together and openai learn them)
 //!     safety_margin = 0.02
+//!     charge = "reconciled"       # estimate | reconciled: token quotas settled by usage
 //!     embed_chunk_size = 50
 //!
 //!     [routes.chat]
@@ -65,7 +66,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use tower_jobs::{JobLimitBuilder, JobLimitLayer};
-use tower_quota::Rate;
+use tower_quota::{Charging, Rate};
 
 use route::nz;
 
@@ -94,6 +95,7 @@ pub struct Preset {
     models: BTreeMap<String, BTreeMap<String, Rate>>,
     safety_margin: Option<f64>,
     max_hold: Option<Duration>,
+    charging: Charging,
     fine_tunes: JobPreset,
     batches: JobPreset,
     batch_max_requests: usize,
@@ -111,6 +113,7 @@ impl Preset {
             models: BTreeMap::new(),
             safety_margin: None,
             max_hold: None,
+            charging: Charging::Estimate,
             fine_tunes: JobPreset::new(nz(3), "/v1/fine-tunes", "/data", FINE_TUNE_TERMINAL),
             batches: JobPreset::new(nz(10), "/v1/batches", "", BATCH_TERMINAL)
                 .create_job_pointer("/job")
@@ -147,6 +150,7 @@ impl Preset {
             p.routes.insert(kind.into(), r);
         }
         p.learn = Some(LearnPreset::together());
+        p.charging = Charging::Reconciled;
         p
     }
 
@@ -295,6 +299,20 @@ impl Preset {
     pub fn max_hold(mut self, max: Duration) -> Self {
         self.max_hold = Some(max);
         self
+    }
+
+    /// How token quotas charge (see [`Charging`]): [`Preset::together`]
+    /// reconciles the estimate with each answer's usage (and follows
+    /// `x-tokenlimit-remaining` when the server reports it); the other
+    /// presets charge the estimate (OpenAI counts `max_tokens` itself).
+    pub fn charging(mut self, charging: Charging) -> Self {
+        self.charging = charging;
+        self
+    }
+
+    /// How token quotas charge.
+    pub fn token_charging(&self) -> Charging {
+        self.charging
     }
 
     /// Replaces the fine-tune job kind.

@@ -53,6 +53,17 @@ impl Preset {
         if let Some(m) = file.safety_margin {
             self.safety_margin = Some(m);
         }
+        match file.charge.as_deref() {
+            None => {}
+            Some("estimate") => self.charging = tower_quota::Charging::Estimate,
+            Some("reconciled") => self.charging = tower_quota::Charging::Reconciled,
+            Some(other) => {
+                return Err(InvalidPreset::new(
+                    "charge",
+                    format!("{other:?}: use \"estimate\" or \"reconciled\""),
+                ));
+            }
+        }
         match file.learn {
             Some(false) => self.learn = None,
             Some(true) if self.learn.is_none() => self.learn = Some(LearnPreset::together()),
@@ -157,6 +168,7 @@ struct PresetFile {
     learn: Option<bool>,
     safety_margin: Option<f64>,
     max_hold: Option<String>,
+    charge: Option<String>,
     embed_chunk_size: Option<usize>,
     #[serde(default)]
     routes: BTreeMap<String, RouteFile>,

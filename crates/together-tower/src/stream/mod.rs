@@ -1,0 +1,213 @@
+//! Streamed answers: server-sent events read as they come, parsed into
+//! typed chunks, assembled into the answer, with the usage of the last one.
+//!
+//! A stream is read from the body of an answer that has already come
+//! through the stack: every retry happened before its head arrived, and a
+//! stream cut half-way is an error to the caller ([`ErrorKind::Interrupted`]),
+//! never a silent end nor a retry. What came before the cut stays in
+//! [`response`](Streamed::response).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
+use http_body::Body;
+use tokio::time::{Instant, Sleep};
+
+use crate::body::{BodyError, BodyLimits};
+use crate::error::{Error, ErrorKind};
+use crate::sse::{DEFAULT_MAX_EVENT_BYTES, SseEvent, SseParser};
+use crate::transport::HttpBody;
+use crate::types::Usage;
+
+mod chunk;
+
+pub use chunk::{ChatChunk, ChatChunkChoice, Chunk, CompletionChunk, CompletionChunkChoice, Delta};
+
+/// A streamed chat completion.
+pub type ChatStream = Streamed<ChatChunk>;
+/// A streamed text completion.
+pub type CompletionStream = Streamed<CompletionChunk>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    Done,
+    Failed,
+}
+
+/// A stream of chunks `C` read from a response body of server-sent events.
+///
+/// It ends after `data: [DONE]`; a body that ends before it, fails, stalls
+/// for longer than the idle timeout, or sends an event over the cap or one
+/// that is not a chunk yields one error and ends.
+pub struct Streamed<C: Chunk> {
+    body: HttpBody,
+    parser: SseParser,
+    ready: VecDeque<SseEvent>,
+    limits: BodyLimits,
+    idle: Pin<Box<Sleep>>,
+    read: usize,
+    whole: C::Whole,
+    usage: Option<Usage>,
+    chunks: usize,
+    phase: Phase,
+    /// A bad event, reported once the good ones before it are taken.
+    broken: Option<String>,
+    scrub: Box<dyn Fn(String) -> String + Send>,
+}
+
+impl<C: Chunk> fmt::Debug for Streamed<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Streamed")
+            .field("chunks", &self.chunks)
+            .field("bytes", &self.read)
+            .field("usage", &self.usage)
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Chunk> Streamed<C> {
+    /// Reads `body` (a `text/event-stream` answer) within `limits`: at most
+    /// `max_bytes` in all, at most `idle` between two chunks, events of at
+    /// most [`DEFAULT_MAX_EVENT_BYTES`].
+    pub fn new(body: HttpBody, limits: BodyLimits) -> Self {
+        Streamed {
+            body,
+            parser: SseParser::new(DEFAULT_MAX_EVENT_BYTES.min(limits.max_bytes)),
+            ready: VecDeque::new(),
+            idle: Box::pin(tokio::time::sleep(limits.idle)),
+            limits,
+            read: 0,
+            whole: C::Whole::default(),
+            usage: None,
+            chunks: 0,
+            phase: Phase::Open,
+            broken: None,
+            scrub: Box::new(|text| text),
+        }
+    }
+
+    /// Removes a secret from error messages (see [`ApiKey::scrub`](crate::ApiKey::scrub)).
+    pub(crate) fn scrubbed(mut self, scrub: impl Fn(String) -> String + Send + 'static) -> Self {
+        self.scrub = Box::new(scrub);
+        self
+    }
+
+    /// The usage, once the chunk carrying it has come.
+    pub fn usage(&self) -> Option<&Usage> {
+        self.usage.as_ref()
+    }
+
+    /// The answer assembled from the chunks so far (all of it after the end).
+    pub fn response(&self) -> &C::Whole {
+        &self.whole
+    }
+
+    /// How many chunks have come.
+    pub fn chunks(&self) -> usize {
+        self.chunks
+    }
+
+    /// Reads the rest and returns the whole answer.
+    pub async fn finish(mut self) -> Result<C::Whole, Error> {
+        use futures_util::StreamExt;
+        while let Some(chunk) = self.next().await {
+            chunk?;
+        }
+        Ok(self.whole)
+    }
+
+    fn fail(&mut self, kind: ErrorKind, what: String) -> Poll<Option<Result<C, Error>>> {
+        self.phase = Phase::Failed;
+        let message = format!(
+            "the stream was cut after {} chunks ({} bytes): {what}",
+            self.chunks, self.read
+        );
+        Poll::Ready(Some(Err(Error::stream(kind, (self.scrub)(message)))))
+    }
+}
+
+impl<C: Chunk> Stream for Streamed<C> {
+    type Item = Result<C, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.phase != Phase::Open {
+                return Poll::Ready(None);
+            }
+            if let Some(event) = this.ready.pop_front() {
+                if event.data == "[DONE]" {
+                    this.phase = Phase::Done;
+                    return Poll::Ready(None);
+                }
+                if event.event.as_deref() == Some("error") || event.data.starts_with("{\"error\"") {
+                    let what = format!("the server sent an error: {}", event.data);
+                    return this.fail(ErrorKind::Api, what);
+                }
+                return match serde_json::from_str::<C>(&event.data) {
+                    Ok(chunk) => {
+                        chunk.add_to(&mut this.whole);
+                        if let Some(usage) = chunk.usage() {
+                            this.usage = Some(usage);
+                        }
+                        this.chunks += 1;
+                        Poll::Ready(Some(Ok(chunk)))
+                    }
+                    Err(e) => this.fail(ErrorKind::Decode, format!("an event is not a chunk: {e}")),
+                };
+            }
+            if let Some(what) = this.broken.take() {
+                return this.fail(ErrorKind::Decode, what);
+            }
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Pending => {
+                    if this.idle.as_mut().poll(cx).is_ready() {
+                        let what = BodyError::Stalled {
+                            idle: this.limits.idle,
+                            read: this.read,
+                        };
+                        return this.fail(ErrorKind::Timeout, what.to_string());
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(None) => {
+                    return this.fail(ErrorKind::Interrupted, "it ended without [DONE]".into());
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let kind = if e.is::<crate::AttemptTimeout>() {
+                        ErrorKind::Timeout
+                    } else {
+                        ErrorKind::Interrupted
+                    };
+                    return this.fail(kind, crate::error::source_chain(&*e));
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    let deadline = Instant::now() + this.limits.idle;
+                    this.idle.as_mut().reset(deadline);
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    this.read += data.len();
+                    if this.read > this.limits.max_bytes {
+                        let what = BodyError::TooLarge {
+                            limit: this.limits.max_bytes,
+                        };
+                        return this.fail(ErrorKind::TooLarge, what.to_string());
+                    }
+                    let mut events = Vec::new();
+                    let parsed = this.parser.feed(&data, &mut events);
+                    this.ready.extend(events);
+                    if let Err(e) = parsed {
+                        // The events before the bad one still come first.
+                        this.broken = Some(e.to_string());
+                    }
+                }
+            }
+        }
+    }
+}
