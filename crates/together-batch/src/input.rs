@@ -23,6 +23,24 @@ pub(crate) struct Job {
     /// A fingerprint of the request (method, path, body): a resumed run
     /// tells a custom_id whose request changed.
     pub(crate) fingerprint: String,
+    /// The tokens a token quota charges it up front (the stack's estimate).
+    pub(crate) estimate: u32,
+}
+
+/// A streamed request asks for its usage (`stream_options.include_usage`)
+/// unless it says otherwise, so its output holds the usage like any other.
+fn ask_usage(body: &mut serde_json::Map<String, Value>) {
+    if body.get("stream") == Some(&Value::Bool(true)) && !body.contains_key("stream_options") {
+        body.insert(
+            "stream_options".to_owned(),
+            serde_json::json!({"include_usage": true}),
+        );
+    }
+}
+
+/// The stack's up-front token estimate of a body.
+fn estimate(body: &Value) -> u32 {
+    tower_quota::TokenEstimate::default().estimate(body)
 }
 
 /// FNV-1a over the method, path and body: stable across runs and versions.
@@ -157,7 +175,9 @@ fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Entry {
             );
         };
         let model = model_of(&obj);
-        let body = Value::Object(obj).to_string();
+        ask_usage(&mut obj);
+        let value = Value::Object(obj);
+        let body = value.to_string();
         return Entry::Job(Job {
             custom_id: line.to_string(),
             line,
@@ -166,6 +186,7 @@ fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Entry {
             path: path.to_owned(),
             body,
             model,
+            estimate: estimate(&value),
         });
     }
     let custom_id = match obj.remove("custom_id") {
@@ -202,10 +223,12 @@ fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Entry {
         },
         Some(other) => return bad(custom, format!("method must be a string, not {other}")),
     };
-    let (body, model) = match obj.remove("body") {
-        Some(Value::Object(b)) => {
+    let (body, model, estimate) = match obj.remove("body") {
+        Some(Value::Object(mut b)) => {
             let model = model_of(&b);
-            (Value::Object(b).to_string(), model)
+            ask_usage(&mut b);
+            let value = Value::Object(b);
+            (value.to_string(), model, estimate(&value))
         }
         Some(other) => return bad(custom, format!("body must be a JSON object, not {other}")),
         None => unreachable!("batch format has a body"),
@@ -218,6 +241,7 @@ fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Entry {
         path,
         body,
         model,
+        estimate,
     })
 }
 

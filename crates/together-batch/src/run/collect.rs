@@ -32,6 +32,11 @@ pub(crate) struct Stats {
     pub(crate) total: u64,
     /// From the start to the last answer.
     pub(crate) last: Duration,
+    /// Of the answers that reported their usage: tokens estimated up front, and used.
+    pub(crate) tokens_estimated: u64,
+    pub(crate) tokens_used: u64,
+    /// How many answers reported their usage.
+    pub(crate) with_usage: u64,
     recent: VecDeque<Instant>,
 }
 
@@ -39,6 +44,11 @@ impl Stats {
     fn add(&mut self, done: &Done, since_start: Duration, now: Instant) {
         self.answered += 1;
         self.attempts += u64::from(done.attempts);
+        if let Some((estimated, used)) = done.tokens {
+            self.tokens_estimated += estimated;
+            self.tokens_used += used;
+            self.with_usage += 1;
+        }
         self.last = since_start;
         if done.ok() {
             self.ok += 1;

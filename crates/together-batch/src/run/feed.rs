@@ -261,8 +261,13 @@ impl Feeder {
             "reached_server": reached_server,
             "fingerprint": job.fingerprint,
         });
+        let mut tokens = None;
         let error = match sent.outcome {
             Ok(body) => {
+                tokens = body
+                    .pointer("/usage/total_tokens")
+                    .and_then(Value::as_u64)
+                    .map(|used| (u64::from(job.estimate), used));
                 line["response"] = body;
                 None
             }
@@ -283,6 +288,7 @@ impl Feeder {
             attempts: tries,
             line,
             error,
+            tokens,
             permit: Some(permit),
         });
     }

@@ -113,6 +113,23 @@ impl Report {
                     opt(r.ideal_pct, "%"),
                 );
             }
+            for r in &self.routes {
+                if let (Some(estimated), Some(used)) = (r.tokens_estimated, r.tokens_used) {
+                    let pct = if estimated > 0 {
+                        format!(
+                            " ({:.1}% of the estimate)",
+                            100.0 * used as f64 / estimated as f64
+                        )
+                    } else {
+                        String::new()
+                    };
+                    let _ = writeln!(
+                        s,
+                        "{:<28} tokens estimated {estimated}, used {used}{pct}",
+                        r.route
+                    );
+                }
+            }
         }
         if !self.models.is_empty() {
             let _ = writeln!(

@@ -32,6 +32,10 @@ pub(crate) struct RouteReport {
     pub(crate) ideal_secs: Option<f64>,
     /// `ideal_secs / secs`, %.
     pub(crate) ideal_pct: Option<f64>,
+    /// Tokens the answers that reported their usage were charged up front
+    /// (the stack's estimate), and what they used (`null` when none did).
+    pub(crate) tokens_estimated: Option<u64>,
+    pub(crate) tokens_used: Option<u64>,
 }
 
 /// One route and model of a learned quota in the report.
@@ -155,6 +159,8 @@ impl Report {
                     quota_pct: quota.map(|q| 100.0 * achieved / q),
                     ideal_secs: ideal,
                     ideal_pct: ideal.filter(|_| secs > 0.0).map(|i| 100.0 * i / secs),
+                    tokens_estimated: (st.with_usage > 0).then_some(st.tokens_estimated),
+                    tokens_used: (st.with_usage > 0).then_some(st.tokens_used),
                 }
             })
             .collect();

@@ -6,6 +6,7 @@ use http::{HeaderValue, Request, Response};
 use serde_json::Value;
 use together_tower::body::{BodyLimits, read_body};
 use together_tower::service::Attempts;
+use together_tower::stream::Streamed;
 use together_tower::{ApiKey, BoxError, ClientService, Error, HttpBody};
 use tower::Service;
 
@@ -68,6 +69,21 @@ pub(super) async fn answer(
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    if status.is_success() && is_event_stream(res.headers()) {
+        // A stream: its events assembled into the answer a request without
+        // `stream` gets, so every output line has the same shape.
+        let scrub_key = key.clone();
+        let streamed = Streamed::<Value>::new(res.into_body(), limits)
+            .scrubbing(move |text| scrub_key.scrub(&text));
+        let outcome = match streamed.finish().await {
+            Ok(whole) => success_body(whole.to_string().as_bytes(), key),
+            Err(e) => Err(e.with_status(status)),
+        };
+        return Sent {
+            status: status.as_u16(),
+            outcome,
+        };
+    }
     let bytes = match read_body(res.into_body(), limits).await {
         Ok(b) => b,
         Err(e) => {
@@ -92,6 +108,13 @@ pub(super) async fn answer(
         status: status.as_u16(),
         outcome,
     }
+}
+
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
 }
 
 /// A success's body: JSON, scrubbed of the key should the server echo it.
@@ -132,6 +155,8 @@ pub(crate) struct Done {
     pub(crate) line: Value,
     /// Why it failed; `None` for a success.
     pub(crate) error: Option<Error>,
+    /// For an answer that reports its usage: the tokens estimated up front, and used.
+    pub(crate) tokens: Option<(u64, u64)>,
     /// The route's in-flight slot, held until the line is written, so
     /// results waiting for the collector count against --max-in-flight.
     pub(crate) permit: Option<tokio::sync::OwnedSemaphorePermit>,

@@ -237,7 +237,7 @@ impl TogetherClient {
         };
         let key = self.shared.key.clone();
         Ok(
-            Streamed::new(res.into_body(), self.shared.body_limits).scrubbed(
+            Streamed::new(res.into_body(), self.shared.body_limits).scrubbing(
                 move |text| match &key {
                     Some(key) => key.scrub(&text),
                     None => text,

@@ -91,8 +91,9 @@ impl<C: Chunk> Streamed<C> {
         }
     }
 
-    /// Removes a secret from error messages (see [`ApiKey::scrub`](crate::ApiKey::scrub)).
-    pub(crate) fn scrubbed(mut self, scrub: impl Fn(String) -> String + Send + 'static) -> Self {
+    /// Passes error messages through `scrub` (to remove the key should a
+    /// server echo it: see [`ApiKey::scrub`](crate::ApiKey::scrub)).
+    pub fn scrubbing(mut self, scrub: impl Fn(String) -> String + Send + 'static) -> Self {
         self.scrub = Box::new(scrub);
         self
     }
