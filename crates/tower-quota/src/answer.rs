@@ -66,7 +66,7 @@ impl<B: Body> Body for ResponseBody<B> {
         let frame = ready!(this.inner.poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
-                if let Some(scan) = this.settlement.as_mut().and_then(|s| s.scan.as_mut())
+                if let Some(scan) = this.settlement.as_mut().map(|s| &mut s.scan)
                     && let Some(data) = frame.data_ref()
                 {
                     let mut slices = [IoSlice::new(&[]); 16];
@@ -101,19 +101,17 @@ pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
 }
 
 /// What is due when an answer's body ends: its usage settled on the
-/// reconciled cells, and (for a stream) its cells' requests released.
+/// reconciled cells.
 pub(crate) struct Settlement {
     pub(crate) engine: Arc<Engine>,
     pub(crate) settle: Vec<Granted>,
-    pub(crate) release: Vec<Granted>,
-    pub(crate) scan: Option<UsageScan>,
+    pub(crate) scan: UsageScan,
 }
 
 impl Drop for Settlement {
     fn drop(&mut self) {
-        if let Some(used) = self.scan.as_ref().and_then(UsageScan::found) {
+        if let Some(used) = self.scan.found() {
             self.engine.settle(&self.settle, used);
         }
-        self.engine.release(&self.release);
     }
 }

@@ -70,8 +70,7 @@ impl Drop for Ticket {
     }
 }
 
-/// The cells a granted request drew on, to hold them if the server pushes
-/// back; dropped without an answer, the request is over.
+/// The cells a granted request drew on, to hold them if the server pushes back.
 struct Feedback {
     engine: Arc<Engine>,
     cells: Vec<Granted>,
@@ -79,34 +78,21 @@ struct Feedback {
 
 impl Feedback {
     /// Reads the answer's head; what its body must settle, if anything.
-    fn answered<T>(mut self, response: &Response<T>) -> Option<Box<Settlement>> {
+    fn answered<T>(self, response: &Response<T>) -> Option<Box<Settlement>> {
         let streaming = is_event_stream(response.headers());
-        let cells = std::mem::take(&mut self.cells);
-        let settle = self
-            .engine
-            .feedback(&cells, response.status(), response.headers(), streaming);
-        let release = if streaming && self.engine.tracks_inflight(&cells) {
-            cells
-        } else {
-            Vec::new()
-        };
-        if settle.is_empty() && release.is_empty() {
-            return None;
-        }
-        Some(Box::new(Settlement {
-            engine: self.engine.clone(),
-            scan: (!settle.is_empty()).then(UsageScan::new),
-            settle,
-            release,
-        }))
-    }
-}
-
-impl Drop for Feedback {
-    fn drop(&mut self) {
-        if !self.cells.is_empty() {
-            self.engine.release(&self.cells);
-        }
+        let settle = self.engine.feedback(
+            &self.cells,
+            response.status(),
+            response.headers(),
+            streaming,
+        );
+        (!settle.is_empty()).then(|| {
+            Box::new(Settlement {
+                engine: self.engine,
+                settle,
+                scan: UsageScan::new(),
+            })
+        })
     }
 }
 

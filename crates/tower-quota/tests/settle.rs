@@ -128,26 +128,25 @@ async fn an_under_estimate_is_charged_and_nonsense_keeps_the_estimate() {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_answer_reporting_the_remaining_count_is_settled_by_it() {
-    // A learning quota reading Together's token headers, against a server
-    // that charges the estimate: its remaining count says so, and the
-    // usage in the body must not be refunded on top.
+/// Six chats at once through a learning token quota (100 tokens/s, reading
+/// Together's token headers) over a server whose own bucket (100 a second)
+/// charges each request `charged` and reports what is left. Returns when
+/// each reached the server, and what its bucket held after.
+async fn against_counting_server(charging: Charging, charged: f64) -> Vec<(Duration, f64)> {
     let quota = Quota::adaptive(
         Adaptive::new("100 tokens/s".parse().unwrap()).headers(RateHeaders::together_tokens()),
     )
-    .charge(Charging::Reconciled);
+    .charge(charging);
     let layer = RateLimitLayer::new(limits(quota));
     let server_count = Arc::new(Mutex::new((Instant::now(), 100.0f64)));
     let start = Instant::now();
     let log = Arc::new(Mutex::new(Vec::new()));
     let seen = log.clone();
     let svc = layer.layer(service_fn(move |_: Request<String>| {
-        // The server's own bucket: 100 a second, refilled continuously, each request charged 100.
         let mut count = server_count.lock().unwrap();
         let now = Instant::now();
         let refill = now.duration_since(count.0).as_secs_f64() * 100.0;
-        count.1 = (count.1 + refill).min(100.0) - 100.0;
+        count.1 = (count.1 + refill).min(100.0) - charged;
         count.0 = now;
         seen.lock().unwrap().push((start.elapsed(), count.1));
         let res = Response::builder()
@@ -172,9 +171,22 @@ async fn an_answer_reporting_the_remaining_count_is_settled_by_it() {
     for t in tasks {
         t.await.unwrap();
     }
-    let log = log.lock().unwrap().clone();
-    // Never over the server's limit: no request finds its bucket short.
+    log.lock().unwrap().clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_reporting_the_remaining_count_is_settled_by_it() {
+    // A server charging the estimate (100): its count says so, and the
+    // usage in the body (10) must not be refunded on top.
+    let log = against_counting_server(Charging::Reconciled, 100.0).await;
     assert!(log.iter().all(|&(_, left)| left > -1.0), "{log:?}");
+    // A server charging the usage (10): its count says 90 are left, and
+    // the cell takes them, where charging the estimate waits a second each.
+    let log = against_counting_server(Charging::Reconciled, 10.0).await;
+    assert!(log[5].0 < Duration::from_millis(600), "{log:?}");
+    assert!(log.iter().all(|&(_, left)| left > -1.0), "{log:?}");
+    let log = against_counting_server(Charging::Estimate, 10.0).await;
+    assert!(log[5].0 > Duration::from_millis(4500), "{log:?}");
 }
 
 /// A server-sent event stream, one event per message on `rx`.

@@ -81,10 +81,14 @@ pub enum Charging {
     /// over-estimate is refunded, so queued requests go sooner; an
     /// under-estimate is charged (at most one burst). An answer that
     /// reports the quota's remaining count (a learning quota reading
-    /// `x-tokenlimit-remaining`) is settled by that count instead: the
-    /// server's count is the truth, whichever way it charges. A body
-    /// without a readable usage keeps the estimate. Cells decided by a
-    /// [shared store](crate::shared) keep the estimate.
+    /// `x-tokenlimit-remaining`) sets the cell to that count instead: the
+    /// server's count is the truth, this request in it, whichever way the
+    /// server charges. A stream's head comes before the server has counted
+    /// it, so a stream is settled by its usage at its end (against a server
+    /// that charges the estimate, the next complete answer's count takes a
+    /// stream's refund back). A body without a readable usage keeps the
+    /// estimate. Cells decided by a [shared store](crate::shared) keep the
+    /// estimate.
     Reconciled,
 }
 

@@ -225,6 +225,20 @@ impl Cell {
         );
     }
 
+    /// Makes `units` available now (at most the burst): the server's count
+    /// of what is left. Returns whether that is more than the cell had.
+    pub(super) fn set_available(&mut self, now_off: Duration, units: f64) -> bool {
+        let burst = self.params.burst.get();
+        let free = units.clamp(0.0, f64::from(burst));
+        let tat = now_off + self.params.interval.mul_f64(f64::from(burst) - free);
+        let before = self.tat().unwrap_or(now_off).max(now_off);
+        self.tat.store(
+            u64::try_from(tat.as_nanos()).unwrap_or(u64::MAX - 1),
+            Ordering::Relaxed,
+        );
+        tat < before
+    }
+
     /// The TAT as an offset from the base, or `None` before the first grant.
     pub(super) fn tat(&self) -> Option<Duration> {
         let raw = self.tat.load(Ordering::Relaxed);

@@ -101,24 +101,18 @@ impl Engine {
             let mut hold = hold.map(|(delay, reason)| (now + delay, delay, reason));
             if let Some(learner) = cell.learner.as_mut() {
                 let cost = f64::from(granted.cost);
+                let quota = &self.limits.quotas[granted.key.quota];
+                // A complete answer (not a stream's head: the server counts
+                // a stream when it ends) that reports the remaining count
+                // settles a reconciled cell: the count is the truth, this
+                // request in it, however the server charged it.
+                let follows = quota.reconciles && !streaming && self.shared.is_none();
                 let request = Answered {
                     cost,
                     epoch: granted.epoch,
-                    streaming,
-                    follow_up: self.limits.quotas[granted.key.quota].reconciles
-                        && self.shared.is_none(),
+                    follows,
                 };
                 let learned = learner.answered(now, status, headers, request, &name);
-                if learned.followed {
-                    settle.retain(|g| g.key != granted.key);
-                }
-                if learned.refund > 0.0 {
-                    tracing::debug!(cell = %name, units = learned.refund, "rate limit: the server counts fewer spent than this cell did; refunding the difference");
-                    cell.refund(now_off, learned.refund);
-                    if let Some(&front) = cell.queue.front() {
-                        woken.push(front);
-                    }
-                }
                 if learned.repace {
                     cell.repace(margin);
                     let to = cell.params.interval;
@@ -127,6 +121,14 @@ impl Engine {
                         Move::Cut => PaceNews::Slower(to),
                         Move::Grow => PaceNews::Faster { from: before, to },
                     });
+                }
+                if let Some(remaining) = learned.remaining.filter(|_| follows) {
+                    settle.retain(|g| g.key != granted.key);
+                    if cell.set_available(now_off, remaining)
+                        && let Some(&front) = cell.queue.front()
+                    {
+                        woken.push(front);
+                    }
                 }
                 if learned.charge > 0.0 {
                     tracing::debug!(cell = %name, units = learned.charge, "rate limit: the server counts more spent than this cell did; charging the difference");

@@ -1,6 +1,5 @@
 //! Settling a grant once its answer is known: the usage against the
-//! estimate ([`Charging::Reconciled`](crate::Charging)), and the end of a
-//! request for learning cells that count what is still in flight.
+//! estimate ([`Charging::Reconciled`](crate::Charging)).
 
 use tokio::time::Instant;
 
@@ -9,30 +8,6 @@ use crate::learn::CellName;
 use super::{Engine, Granted, wake};
 
 impl Engine {
-    /// Whether any of `cells` learns (and so counts requests in flight).
-    pub(crate) fn tracks_inflight(&self, cells: &[Granted]) -> bool {
-        cells
-            .iter()
-            .any(|g| self.limits.quotas[g.key.quota].learn.is_some())
-    }
-
-    /// The requests granted on `cells` are over on the server.
-    pub(crate) fn release(&self, cells: &[Granted]) {
-        if !self.tracks_inflight(cells) {
-            return;
-        }
-        let mut state = self.lock();
-        for granted in cells {
-            if let Some(learner) = state
-                .cells
-                .get_mut(&granted.key)
-                .and_then(|c| c.learner.as_mut())
-            {
-                learner.released(f64::from(granted.cost));
-            }
-        }
-    }
-
     /// Settles what `cells` were charged against the `used` tokens the
     /// answer reported: refunds an over-estimate (waking the queue's
     /// front, which may go sooner) and charges an under-estimate, at most

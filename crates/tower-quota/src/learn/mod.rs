@@ -57,12 +57,9 @@ pub(crate) struct Learned {
     pub(crate) charge: f64,
     /// The server says the limit is spent until this long from now.
     pub(crate) hold: Option<Duration>,
-    /// The answer reported this cell's remaining count: the server's count
-    /// of the request stands, no usage settles it.
-    pub(crate) followed: bool,
-    /// Units the server counts as free beyond this cell's view (after what
-    /// is still in flight): refunded to the cell (reconciled quotas only).
-    pub(crate) refund: f64,
+    /// The remaining count the answer reported, when the cell follows
+    /// the headers: the server's count, this request in it.
+    pub(crate) remaining: Option<f64>,
 }
 
 /// The request an answer is read against.
@@ -72,10 +69,9 @@ pub(crate) struct Answered {
     pub(crate) cost: f64,
     /// The cell's learning epoch at its grant.
     pub(crate) epoch: u64,
-    /// The answer is a stream, still being sent.
-    pub(crate) streaming: bool,
-    /// A remaining count above the cell's view is refunded (a reconciled quota).
-    pub(crate) follow_up: bool,
+    /// The cell follows the server's remaining count itself (a reconciled
+    /// quota, on an answer that is complete): no charge from the view.
+    pub(crate) follows: bool,
 }
 
 /// One cell's learned pace.
@@ -108,9 +104,6 @@ pub(crate) struct Learner {
     /// sees 1/peers of the successes and grows the shared pace 1/peers as fast.
     peers: f64,
     moved: Option<Move>,
-    /// Units granted whose answer the server has not finished (a stream
-    /// until its end): the server may not have counted them yet.
-    inflight: f64,
 }
 
 /// What a group of headers says.
@@ -207,7 +200,6 @@ impl Learner {
             logged: None,
             peers: peers.max(1.0),
             moved: None,
-            inflight: 0.0,
             params,
         }
     }
@@ -249,15 +241,9 @@ impl Learner {
 
     /// A grant of `cost` units was made.
     pub(crate) fn granted(&mut self, now: Instant, cost: f64) {
-        self.inflight += cost;
         if let Some(spent) = &mut self.spent {
             spent.add(now, cost);
         }
-    }
-
-    /// A request of `cost` units is done on the server (answered, failed, or dropped).
-    pub(crate) fn released(&mut self, cost: f64) {
-        self.inflight = (self.inflight - cost).max(0.0);
     }
 
     /// `units` (negative for a refund) settled after the grant: this
@@ -268,8 +254,7 @@ impl Learner {
         }
     }
 
-    /// Reads one answer to `request`: its head, and the whole of it unless
-    /// the answer streams (a stream's request is released at its end).
+    /// Reads one answer to `request`.
     pub(crate) fn answered(
         &mut self,
         now: Instant,
@@ -281,14 +266,10 @@ impl Learner {
         let Answered {
             cost,
             epoch,
-            streaming,
-            follow_up,
+            follows,
         } = request;
         let mut out = Learned::default();
         self.moved = None;
-        if !streaming {
-            self.released(cost);
-        }
         if status.is_success() {
             self.successes.add(now, cost);
             self.lately.add(now, cost);
@@ -308,22 +289,16 @@ impl Learner {
             }
             match read_lowest(headers, &h.remaining, false) {
                 Reading::Value(remaining) if self.source == PaceSource::Header => {
-                    out.followed = true;
+                    out.remaining = Some(remaining);
                     let spent = self.spent.as_mut().expect("headers keep a spent window");
                     let own_view = self.pace * period - spent.sum(now);
-                    // What the server may not have counted yet: its count
-                    // above this view less that is spent on neither side.
-                    // (A view below zero is this window's rounding: the
-                    // server has refilled what it counts, never less.) At
-                    // most this request's cost is given back per answer.
-                    let unseen = own_view.max(0.0) + self.inflight;
                     // Remaining counts are whole units: a one-unit gap is rounding.
-                    if remaining + 1.0 < own_view {
+                    if follows {
+                        // The cell takes the count as it is; its view follows.
+                        spent.add(now, own_view - remaining);
+                    } else if remaining + 1.0 < own_view {
                         out.charge = own_view - remaining;
                         spent.add(now, out.charge);
-                    } else if follow_up && remaining > unseen + 1.0 {
-                        out.refund = (remaining - unseen).min(cost);
-                        spent.add(now, -out.refund);
                     }
                     if remaining < 1.0 {
                         out.hold = h
