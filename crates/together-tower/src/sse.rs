@@ -8,9 +8,11 @@
 //! the event; an event with no data is not dispatched. An event larger
 //! than the cap is an error, never an unbounded buffer.
 //!
-//! The maintained crates for this (`eventsource-stream`, `sse-stream`)
-//! buffer an event without any cap and pull in a parser-combinator crate:
-//! this one is small, capped, and property-tested against arbitrary bytes.
+//! The crate most Rust OpenAI clients build on for this,
+//! `eventsource-stream`, buffers a line and an event without any cap (a
+//! server that never ends a line grows it without bound) and pulls in a
+//! parser-combinator crate (nom): this one is small, capped, and
+//! property-tested against arbitrary bytes.
 //!
 //! ```
 //! use together_tower::sse::SseParser;

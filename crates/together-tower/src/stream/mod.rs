@@ -212,3 +212,106 @@ impl<C: Chunk> Stream for Streamed<C> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use http_body::Frame;
+    use http_body_util::{BodyExt, StreamBody};
+    use serde_json::Value;
+
+    use super::*;
+
+    /// A body sending `events` one frame each, then ending (or never, with `hang`).
+    fn body(events: &[&'static str], hang: bool) -> HttpBody {
+        let frames: Vec<_> = events
+            .iter()
+            .map(|e| Ok::<_, crate::BoxError>(Frame::data(Bytes::from_static(e.as_bytes()))))
+            .collect();
+        let frames = futures_util::stream::iter(frames);
+        if hang {
+            StreamBody::new(frames.chain(futures_util::stream::pending())).boxed_unsync()
+        } else {
+            StreamBody::new(frames).boxed_unsync()
+        }
+    }
+
+    const A: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n";
+
+    async fn run(
+        events: &[&'static str],
+        hang: bool,
+        limits: BodyLimits,
+    ) -> (usize, Option<Error>) {
+        let mut s = Streamed::<ChatChunk>::new(body(events, hang), limits);
+        let mut good = 0;
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(_) => good += 1,
+                Err(e) => {
+                    assert!(s.next().await.is_none(), "one error, then the end");
+                    return (good, Some(e));
+                }
+            }
+        }
+        (good, None)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bad_stream_ends_in_one_clear_error_after_its_good_chunks() {
+        let limits = BodyLimits::default();
+        let (good, e) = run(&[A, A, "data: [DONE]\n\n"], false, limits).await;
+        assert_eq!((good, e.map(|e| e.kind())), (2, None));
+        let (good, e) = run(&[A, A], false, limits).await;
+        let e = e.unwrap();
+        assert_eq!((good, e.kind()), (2, ErrorKind::Interrupted));
+        assert!(e.to_string().contains("without [DONE]"), "{e}");
+        let (good, e) = run(&[A, "data: {not json}\n\n", A], false, limits).await;
+        assert_eq!((good, e.unwrap().kind()), (1, ErrorKind::Decode));
+        let (good, e) = run(
+            &[A, "data: {\"error\":{\"message\":\"overloaded\"}}\n\n"],
+            false,
+            limits,
+        )
+        .await;
+        assert_eq!((good, e.unwrap().kind()), (1, ErrorKind::Api));
+        // Nonsense usage: a clear error, never a wrong count.
+        let (_, e) = run(
+            &["data: {\"choices\":[],\"usage\":{\"total_tokens\":-3}}\n\n"],
+            false,
+            limits,
+        )
+        .await;
+        assert_eq!(e.unwrap().kind(), ErrorKind::Decode);
+        let small = BodyLimits {
+            max_bytes: 100,
+            idle: Duration::from_secs(1),
+        };
+        let (good, e) = run(&[A, A, A], false, small).await;
+        assert_eq!((good, e.unwrap().kind()), (1, ErrorKind::TooLarge));
+        let (good, e) = run(&[A], true, small).await;
+        assert_eq!((good, e.unwrap().kind()), (1, ErrorKind::Timeout));
+    }
+
+    #[tokio::test]
+    async fn chunks_as_json_assemble_into_the_answer_without_stream() {
+        let events = [
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\n\n",
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}],\"usage\":null}\n\n",
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":2,\"total_tokens\":4,\"cached_tokens\":0}}\n\n",
+            "data: [DONE]\n\n",
+        ];
+        let s = Streamed::<Value>::new(body(&events, false), BodyLimits::default());
+        let whole = s.finish().await.unwrap();
+        assert_eq!(whole["object"], "chat.completion");
+        assert_eq!(whole["id"], "c1");
+        assert_eq!(whole["choices"][0]["message"]["content"], "Hello");
+        assert_eq!(whole["choices"][0]["message"]["role"], "assistant");
+        assert_eq!(whole["choices"][0]["finish_reason"], "stop");
+        assert_eq!(whole["usage"]["total_tokens"], 4);
+        assert_eq!(whole["usage"]["cached_tokens"], 0);
+    }
+}
