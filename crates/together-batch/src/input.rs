@@ -45,14 +45,12 @@ fn estimate(body: &Value) -> u32 {
 
 /// FNV-1a over the method, path and body: stable across runs and versions.
 pub(crate) fn fingerprint(method: &Method, path: &str, body: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [method.as_str(), path, body] {
-        for byte in part.bytes().chain([0]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    format!("fnv1a:{hash:016x}")
+    format!("fnv1a:{:016x}", fnv1a([method.as_str(), path, body]))
+}
+
+/// The hash a [`fingerprint`] shows, read back; `None` for another form.
+pub(crate) fn fingerprint_hash(text: &str) -> Option<u64> {
+    u64::from_str_radix(text.strip_prefix("fnv1a:")?, 16).ok()
 }
 
 /// A JSON object's string `model`.
@@ -102,40 +100,83 @@ pub(crate) fn parse(bytes: &[u8], endpoint: Option<&str>) -> Result<Vec<Entry>, 
 /// [`parse`] over a reader, a line at a time: the input is never held whole.
 /// Fails with an I/O error, or (inside) as [`parse`] does.
 pub(crate) fn parse_reader(
-    mut reader: impl BufRead,
+    reader: impl BufRead,
     endpoint: Option<&str>,
 ) -> std::io::Result<Result<Vec<Entry>, String>> {
     let mut entries = Vec::new();
-    let mut chunk = Vec::new();
-    let mut line = 0;
-    let mut first = true;
-    loop {
-        chunk.clear();
-        if reader.read_until(b'\n', &mut chunk)? == 0 {
-            break;
-        }
-        let mut text = &chunk[..];
-        if first {
-            // A UTF-8 byte order mark is not part of line 1.
-            text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
-            first = false;
-        }
-        let text = text.strip_suffix(b"\n").unwrap_or(text);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
-        // Old Mac line endings (a lone CR) end lines too: JSON never holds
-        // a raw CR inside a string.
-        for raw in text.split(|b| *b == b'\r') {
-            line += 1;
-            if raw.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            entries.push(parse_line(raw, line, endpoint));
-        }
-    }
+    scan_lines(reader, |raw, at| {
+        entries.push(parse_line(raw, at.line as usize, endpoint));
+    })?;
     Ok(check_unique(&entries).map(|()| entries))
 }
 
-fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Entry {
+/// Where a line is in the input: its bytes and its 1-based number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LineRef {
+    /// The byte offset of its first byte.
+    pub(crate) offset: u64,
+    /// Its length in bytes (without the line ending).
+    pub(crate) len: u32,
+    pub(crate) line: u32,
+}
+
+/// Calls `visit` with each non-blank line of `reader` and where it is.
+/// Lines end in LF, CRLF or a lone CR (JSON never holds a raw CR inside a
+/// string); a UTF-8 byte order mark is not part of line 1.
+pub(crate) fn scan_lines(
+    mut reader: impl BufRead,
+    mut visit: impl FnMut(&[u8], LineRef),
+) -> std::io::Result<()> {
+    let mut chunk = Vec::new();
+    let (mut line, mut pos) = (0u32, 0u64);
+    loop {
+        chunk.clear();
+        let n = reader.read_until(b'\n', &mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let start = pos;
+        pos += n as u64;
+        let mut text = &chunk[..];
+        if start == 0 {
+            text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
+        }
+        let text = text.strip_suffix(b"\n").unwrap_or(text);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        let base = chunk.as_ptr() as usize;
+        for raw in text.split(|b| *b == b'\r') {
+            line = line.saturating_add(1);
+            if raw.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let at = LineRef {
+                offset: start + (raw.as_ptr() as usize - base) as u64,
+                len: u32::try_from(raw.len()).unwrap_or(u32::MAX),
+                line,
+            };
+            visit(raw, at);
+        }
+    }
+}
+
+/// A custom_id's 64-bit FNV-1a hash: what a run keeps of it while its
+/// line waits (a million ids in 8 MB, not in strings).
+pub(crate) fn id_hash(id: &str) -> u64 {
+    fnv1a([id])
+}
+
+fn fnv1a<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain([0]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+pub(crate) fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Entry {
     let raw_text: Option<Value> = serde_json::from_slice(raw).ok();
     let field = |name: &str| {
         raw_text

@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::input::{fingerprint_hash, id_hash};
+
 /// What an earlier run left in the output.
 #[derive(Debug, Default)]
 pub(crate) struct Previous {
-    /// custom_id -> answered successfully.
-    pub(crate) answered: HashMap<String, bool>,
+    /// custom_id ([`id_hash`]) -> answered successfully.
+    pub(crate) answered: HashMap<u64, bool>,
     /// Bytes of a torn last line that were cut off.
     pub(crate) torn_bytes: usize,
     /// Failed lines dropped for `--retry-failed`.
@@ -98,7 +100,7 @@ impl Output {
     pub(crate) fn open(
         path: &Path,
         options: ResumeOptions,
-        fingerprints: &HashMap<&str, &str>,
+        fingerprints: &HashMap<u64, u64>,
     ) -> Result<(Output, Previous), String> {
         let fail = |what: &str, e: std::io::Error| {
             format!(
@@ -259,7 +261,7 @@ impl Output {
 fn judge(
     raw: &[u8],
     options: ResumeOptions,
-    fingerprints: &HashMap<&str, &str>,
+    fingerprints: &HashMap<u64, u64>,
     prev: &mut Previous,
     results: &mut usize,
 ) -> Option<Verdict> {
@@ -282,22 +284,23 @@ fn judge(
         prev.unsent += 1;
         return Some(Verdict::Drop);
     }
+    let key = id_hash(id);
     let fingerprint = parsed.get("fingerprint").and_then(Value::as_str);
-    if let (Some(then), Some(now)) = (fingerprint, fingerprints.get(id))
-        && then != *now
+    if let (Some(then), Some(now)) = (fingerprint, fingerprints.get(&key))
+        && fingerprint_hash(then) != Some(*now)
     {
         if options.resend_changed {
             return Some(Verdict::Drop);
         }
         prev.changed.push(id.to_owned());
     }
-    match prev.answered.get(id) {
+    match prev.answered.get(&key) {
         // A success already recorded wins; a later line for the same id is dropped.
         Some(true) => return Some(Verdict::Drop),
         Some(false) if !ok => return Some(Verdict::Drop),
         _ => {}
     }
-    if let Some(false) = prev.answered.insert(id.to_owned(), ok) {
+    if let Some(false) = prev.answered.insert(key, ok) {
         prev.failed_earlier -= 1;
     }
     if !ok {
@@ -401,9 +404,9 @@ mod tests {
         let (mut out, prev) = Output::open(&p, ResumeOptions::default(), &HashMap::new()).unwrap();
         assert_eq!(prev.torn_bytes, 22);
         assert_eq!(prev.failed_earlier, 1);
-        assert_eq!(prev.answered.get("a"), Some(&true));
-        assert_eq!(prev.answered.get("b"), Some(&false));
-        assert!(!prev.answered.contains_key("c"));
+        assert_eq!(prev.answered.get(&id_hash("a")), Some(&true));
+        assert_eq!(prev.answered.get(&id_hash("b")), Some(&false));
+        assert!(!prev.answered.contains_key(&id_hash("c")));
         out.write(&serde_json::json!({"custom_id": "c", "response": 1}))
             .unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
@@ -430,9 +433,11 @@ mod tests {
             prev.unreadable, 0,
             "a bad input line is re-recorded, not unreadable"
         );
-        let mut kept: Vec<_> = prev.answered.keys().cloned().collect();
-        kept.sort();
-        assert_eq!(kept, ["answered", "timeout"]);
+        let mut kept: Vec<_> = prev.answered.keys().copied().collect();
+        kept.sort_unstable();
+        let mut expected = [id_hash("answered"), id_hash("timeout")];
+        expected.sort_unstable();
+        assert_eq!(kept, expected);
         assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 2);
     }
 
@@ -451,7 +456,7 @@ mod tests {
         };
         let (_out, prev) = Output::open(&p, retry, &HashMap::new()).unwrap();
         assert_eq!(prev.dropped_failures, 1);
-        assert!(!prev.answered.contains_key("b"));
+        assert!(!prev.answered.contains_key(&id_hash("b")));
         let text = std::fs::read_to_string(&p).unwrap();
         assert_eq!(text, "{\"custom_id\":\"a\",\"response\":{}}\n");
     }
@@ -498,10 +503,10 @@ mod tests {
     fn a_changed_body_is_reported_or_sent_again() {
         let d = dir("changed");
         let p = d.join("out.jsonl");
-        let text = "{\"custom_id\":\"a\",\"fingerprint\":\"f1\",\"response\":{}}\n\
-                    {\"custom_id\":\"b\",\"fingerprint\":\"f2\",\"response\":{}}\n";
+        let text = "{\"custom_id\":\"a\",\"fingerprint\":\"fnv1a:00000000000000f1\",\"response\":{}}\n\
+                    {\"custom_id\":\"b\",\"fingerprint\":\"fnv1a:00000000000000f2\",\"response\":{}}\n";
         std::fs::write(&p, text).unwrap();
-        let now: HashMap<&str, &str> = [("a", "f1"), ("b", "f9")].into();
+        let now: HashMap<u64, u64> = [(id_hash("a"), 0xf1), (id_hash("b"), 0xf9)].into();
         let (out, prev) = Output::open(&p, ResumeOptions::default(), &now).unwrap();
         assert_eq!(prev.changed, ["b"]);
         drop(out);
@@ -511,7 +516,7 @@ mod tests {
         };
         let (_out, prev) = Output::open(&p, resend, &now).unwrap();
         assert!(prev.changed.is_empty());
-        assert!(!prev.answered.contains_key("b"));
+        assert!(!prev.answered.contains_key(&id_hash("b")));
         assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 1);
     }
 

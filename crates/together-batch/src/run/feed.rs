@@ -17,6 +17,7 @@ use tower::{Service, ServiceExt};
 
 use super::plan::RouteJobs;
 use super::send::{Done, ResponseFuture, Sent, answer, request, unix_ms};
+use super::source::{JobRef, Source};
 use super::stop::Blocked;
 use crate::input::Job;
 
@@ -104,6 +105,7 @@ async fn overdue(attempts: &Attempts, deadline: Duration) {
 
 /// Starts one feeder per route.
 pub(crate) fn start(
+    source: Source,
     routes: Vec<RouteJobs>,
     service: &ClientService,
     key: &ApiKey,
@@ -116,9 +118,11 @@ pub(crate) fn start(
     let (blocked, blocked_rx) = watch::channel(Blocked::default());
     let in_flight = InFlight::default();
     let ids = Arc::new(AtomicU64::new(0));
+    let source = Arc::new(source);
     for RouteJobs { route, jobs, .. } in routes {
         let feeder = Feeder {
             route,
+            source: source.clone(),
             service: service.clone(),
             key: key.clone(),
             results: tx.clone(),
@@ -145,6 +149,8 @@ pub(crate) fn start(
 #[derive(Clone)]
 struct Feeder {
     route: String,
+    /// The input, each job read again when its turn comes.
+    source: Arc<Source>,
     service: ClientService,
     key: ApiKey,
     results: mpsc::UnboundedSender<Done>,
@@ -159,11 +165,19 @@ struct Feeder {
 
 impl Feeder {
     /// Admits the jobs in input order, each once a slot is free.
-    async fn run(mut self, jobs: Vec<Job>) {
-        for job in jobs {
+    async fn run(mut self, jobs: Vec<JobRef>) {
+        for r in jobs {
             if *self.stop.borrow() {
                 break;
             }
+            // Read again from the file only now: what waits is its place.
+            let job = match self.source.job(&r) {
+                Ok(job) => job,
+                Err(why) => {
+                    tracing::warn!("{why}");
+                    continue;
+                }
+            };
             if self.is_blocked(&job) {
                 continue; // left unanswered: sent on the next run
             }

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use together_tower::body::BodyLimits;
 
 use crate::config;
-use crate::input::Entry;
 use crate::output::{Output, ResumeOptions};
 use crate::progress::Progress;
 
@@ -20,6 +19,7 @@ mod plan;
 mod render;
 mod report;
 mod send;
+mod source;
 mod stop;
 
 pub(crate) use options::RunOptions;
@@ -29,17 +29,17 @@ pub(crate) use report::Report;
 /// an output that stops taking writes).
 pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
     // Everything that can fail does, before a request goes out.
-    let entries = plan::read_input(&opts)?;
+    let input = plan::read_input(&opts)?;
     plan::check_report_path(&opts)?;
     let key = client::read_key(&opts)?;
     let client = client::build(&opts, &key)?;
-    let fingerprints: HashMap<&str, &str> = entries
-        .iter()
-        .filter_map(|e| match e {
-            Entry::Job(job) => Some((job.custom_id.as_str(), job.fingerprint.as_str())),
-            Entry::Bad { .. } => None,
-        })
-        .collect();
+    // Only an output with lines is judged against the input's requests.
+    let resuming = std::fs::metadata(&opts.output).is_ok_and(|m| m.len() > 0);
+    let fingerprints: HashMap<u64, u64> = if resuming {
+        input.jobs.iter().map(|j| (j.id, j.fingerprint)).collect()
+    } else {
+        HashMap::new()
+    };
     let resume = ResumeOptions {
         retry_failed: opts.retry_failed,
         force: opts.force,
@@ -66,7 +66,7 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
         .into_iter()
         .collect();
     notes.extend(plan::resume_notes(&prev, &opts));
-    let mut plan = plan::partition(entries, &prev, &client.limits);
+    let mut plan = plan::partition(input, &prev, &client.limits);
     if let Some(warning) = plan::unpaced(&plan) {
         if opts.strict {
             return Err(format!("--strict: {warning} (nothing was sent)"));
@@ -108,7 +108,20 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
         },
         deadline: opts.bounds.deadline,
     };
-    let feeders = feed::start(routes, &client.service, &key, opts.max_in_flight, bounds);
+    let source = source::Source::open(&opts.input, opts.endpoint.as_deref()).map_err(|e| {
+        format!(
+            "cannot read the input {}: {e} (nothing was sent)",
+            opts.input.display()
+        )
+    })?;
+    let feeders = feed::start(
+        source,
+        routes,
+        &client.service,
+        &key,
+        opts.max_in_flight,
+        bounds,
+    );
     let route_quotas = client.limits.routes().into_iter().collect();
     let cx = collect::Context {
         opts: &opts,

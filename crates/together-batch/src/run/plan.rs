@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use tower_quota::{Limits, RateLimitLayer};
 
 use super::options::RunOptions;
-use crate::input::{self, Entry, Job};
+use super::source::{Indexed, JobRef};
+use crate::input::{Entry, id_hash};
 use crate::output::Previous;
 use crate::state::SavedState;
 
@@ -19,7 +20,7 @@ pub(crate) struct RouteJobs {
     pub(crate) route: String,
     /// Whether a route of the limits paces them.
     pub(crate) paced: bool,
-    pub(crate) jobs: Vec<Job>,
+    pub(crate) jobs: Vec<JobRef>,
 }
 
 /// What a run will do.
@@ -37,25 +38,23 @@ pub(crate) struct Plan {
     pub(crate) total: u64,
 }
 
-/// Reads and parses the input; fails before anything is sent.
-pub(crate) fn read_input(opts: &RunOptions) -> Result<Vec<Entry>, String> {
+/// Reads the input once and indexes it; fails before anything is sent.
+pub(crate) fn read_input(opts: &RunOptions) -> Result<Indexed, String> {
     let cannot = |e: std::io::Error| {
         format!(
             "cannot read the input {}: {e} (nothing was sent)",
             opts.input.display()
         )
     };
-    let file = std::fs::File::open(&opts.input).map_err(cannot)?;
-    let reader = std::io::BufReader::with_capacity(1 << 16, file);
-    input::parse_reader(reader, opts.endpoint.as_deref()).map_err(cannot)?
+    super::source::index(&opts.input, opts.endpoint.as_deref()).map_err(cannot)?
 }
 
-/// The route a job is paced by, as the report names it, and whether one is.
-pub(crate) fn route_of(limits: &Limits, job: &Job) -> (String, bool) {
-    let path = job.path.split(['?', '#']).next().unwrap_or(&job.path);
-    match limits.route_name(&job.method, path) {
+/// The route a request is paced by, as the report names it, and whether one is.
+pub(crate) fn route_of(limits: &Limits, method: &http::Method, path: &str) -> (String, bool) {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    match limits.route_name(method, path) {
         Some(name) => (name.to_owned(), true),
-        None => (format!("{} {path}", job.method), false),
+        None => (format!("{method} {path}"), false),
     }
 }
 
@@ -99,28 +98,24 @@ pub(crate) fn check_report_path(opts: &RunOptions) -> Result<(), String> {
 }
 
 /// Skips what `prev` answers and groups the rest by route.
-pub(crate) fn partition(entries: Vec<Entry>, prev: &Previous, limits: &Limits) -> Plan {
-    let lines = entries.len() as u64;
+pub(crate) fn partition(input: Indexed, prev: &Previous, limits: &Limits) -> Plan {
+    let answered = |id: &str| prev.answered.contains_key(&id_hash(id));
     let mut skipped = 0;
     let mut bad = Vec::new();
-    let mut routes: Vec<RouteJobs> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for entry in entries {
-        if entry
-            .custom_id()
-            .is_some_and(|id| prev.answered.contains_key(id))
-        {
+    for entry in input.bad {
+        if entry.custom_id().is_some_and(answered) {
             skipped += 1;
             continue;
         }
-        match entry {
-            Entry::Bad {
-                custom_id,
-                line,
-                method,
-                url,
-                message,
-            } => bad.push(json!({
+        if let Entry::Bad {
+            custom_id,
+            line,
+            method,
+            url,
+            message,
+        } = entry
+        {
+            bad.push(json!({
                 "custom_id": custom_id,
                 "line": line,
                 "method": method,
@@ -131,24 +126,38 @@ pub(crate) fn partition(entries: Vec<Entry>, prev: &Previous, limits: &Limits) -
                 "elapsed_ms": null,
                 "reached_server": false,
                 "error": {"status": null, "type": "invalid_input", "message": message},
-            })),
-            Entry::Job(job) => {
-                let (route, paced) = route_of(limits, &job);
-                let i = *index.entry(route.clone()).or_insert_with(|| {
-                    routes.push(RouteJobs {
-                        route,
-                        paced,
-                        jobs: Vec::new(),
-                    });
-                    routes.len() - 1
-                });
-                routes[i].jobs.push(job);
-            }
+            }));
         }
     }
+    // Each target's route, routes in order of first appearance.
+    let mut routes: Vec<RouteJobs> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let of_target: Vec<usize> = input
+        .targets
+        .iter()
+        .map(|(method, path)| {
+            let (route, paced) = route_of(limits, method, path);
+            *index.entry(route.clone()).or_insert_with(|| {
+                routes.push(RouteJobs {
+                    route,
+                    paced,
+                    jobs: Vec::new(),
+                });
+                routes.len() - 1
+            })
+        })
+        .collect();
+    for job in input.jobs {
+        if prev.answered.contains_key(&job.id) {
+            skipped += 1;
+            continue;
+        }
+        routes[of_target[job.target as usize]].jobs.push(job);
+    }
+    routes.retain(|r| !r.jobs.is_empty());
     let total = routes.iter().map(|r| r.jobs.len() as u64).sum::<u64>() + bad.len() as u64;
     Plan {
-        lines,
+        lines: input.lines,
         skipped,
         bad,
         routes,
