@@ -71,8 +71,15 @@ impl<B: Body> Body for ResponseBody<B> {
                 {
                     let mut slices = [IoSlice::new(&[]); 16];
                     let n = data.chunks_vectored(&mut slices);
-                    for slice in &slices[..n] {
-                        scan.feed(slice);
+                    let seen: usize = slices[..n].iter().map(|s| s.len()).sum();
+                    if seen == data.remaining() {
+                        for slice in &slices[..n] {
+                            scan.feed(slice);
+                        }
+                    } else {
+                        // A buffer that shows only part of itself: what is
+                        // read would be a guess, so the estimate stays.
+                        scan.lose();
                     }
                 }
             }
@@ -97,7 +104,10 @@ pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
+        .is_some_and(|v| {
+            let v = v.trim_start().as_bytes();
+            v.len() >= 17 && v[..17].eq_ignore_ascii_case(b"text/event-stream")
+        })
 }
 
 /// What is due when an answer's body ends: its usage settled on the

@@ -39,6 +39,8 @@ pub(crate) struct UsageScan {
     carry: Vec<u8>,
     object: Vec<u8>,
     found: Option<u64>,
+    /// Part of the body could not be read: nothing found counts.
+    lost: bool,
 }
 
 #[derive(Deserialize)]
@@ -72,12 +74,18 @@ impl UsageScan {
             carry: Vec::new(),
             object: Vec::new(),
             found: None,
+            lost: false,
         }
     }
 
     /// The tokens of the last usage object read so far.
     pub(crate) fn found(&self) -> Option<u64> {
-        self.found
+        self.found.filter(|_| !self.lost)
+    }
+
+    /// Part of the body could not be read: the scan is worth nothing.
+    pub(crate) fn lose(&mut self) {
+        self.lost = true;
     }
 
     /// Reads the next chunk of the body.

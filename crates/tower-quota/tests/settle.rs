@@ -255,3 +255,62 @@ async fn a_stream_passes_unbuffered_and_settles_at_its_end() {
         "{arrived:?} {settled_at:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_count_taken_while_a_stream_runs_is_not_credited_again_at_its_end() {
+    // A learning token cell (100/s, burst 100) over a server that counts
+    // usage when an answer completes. A stream (estimate 50) and a chat
+    // (estimate 50) go at once; the chat's answer says 90 are left (the
+    // stream is not counted yet): the cell takes that. The stream then
+    // ends having used 10: its 40 unused are already in the count, and
+    // crediting them again would let a request of 100 go at once.
+    let quota = Quota::adaptive(
+        Adaptive::new("100 tokens/s".parse().unwrap()).headers(RateHeaders::together_tokens()),
+    )
+    .charge(Charging::Reconciled);
+    let layer = RateLimitLayer::new(limits(quota));
+    let start = Instant::now();
+    let arrived = Arc::new(Mutex::new(Vec::new()));
+    let seen = arrived.clone();
+    let streams = Arc::new(Mutex::new(Vec::new()));
+    let keep = streams.clone();
+    let svc = layer.layer(service_fn(move |req: Request<String>| {
+        seen.lock()
+            .unwrap()
+            .push((start.elapsed(), req.body().len()));
+        let res = if req.body().contains("\"stream\"") {
+            let (tx, rx) = mpsc::channel(4);
+            keep.lock().unwrap().push(tx);
+            event_stream(rx)
+        } else {
+            Response::builder()
+                .header("x-tokenlimit-limit", "100")
+                .header("x-tokenlimit-remaining", "90")
+                .body(String::from(USED_10).boxed_unsync())
+                .unwrap()
+        };
+        async move { Ok::<_, Infallible>(res) }
+    }));
+    let body = |max: u32, stream: bool| {
+        let s = if stream { r#","stream":true"# } else { "" };
+        format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"abcd"}}],"max_tokens":{max}{s}}}"#
+        )
+    };
+    let post = |b: String| Request::post("/chat").body(b).unwrap();
+    let stream = svc.clone().oneshot(post(body(49, true))).await.unwrap();
+    let chat = svc.clone().oneshot(post(body(49, false))).await.unwrap();
+    chat.into_body().collect().await.unwrap();
+    let tx = streams.lock().unwrap()[0].clone();
+    tx.send("data: {\"choices\":[],\"usage\":{\"total_tokens\":10}}\n\ndata: [DONE]\n\n")
+        .await
+        .unwrap();
+    drop(tx);
+    streams.lock().unwrap().clear();
+    stream.into_body().collect().await.unwrap();
+    let big = svc.clone().oneshot(post(body(99, false))).await.unwrap();
+    big.into_body().collect().await.unwrap();
+    let arrived = arrived.lock().unwrap().clone();
+    // 90 were left; 100 are needed: 10 more come in 0.1 s.
+    assert!(arrived[2].0 >= Duration::from_millis(95), "{arrived:?}");
+}

@@ -84,9 +84,9 @@ pub enum Charging {
     /// `x-tokenlimit-remaining`) sets the cell to that count instead: the
     /// server's count is the truth, this request in it, whichever way the
     /// server charges. A stream's head comes before the server has counted
-    /// it, so a stream is settled by its usage at its end (against a server
-    /// that charges the estimate, the next complete answer's count takes a
-    /// stream's refund back). A body without a readable usage keeps the
+    /// it, so a stream is settled by its usage at its end, unless a count
+    /// replaced the cell's state meanwhile (the stream is in that count,
+    /// or will be in the next). A body without a readable usage keeps the
     /// estimate. Cells decided by a [shared store](crate::shared) keep the
     /// estimate.
     Reconciled,

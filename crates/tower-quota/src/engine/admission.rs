@@ -24,16 +24,18 @@ fn grant_free(
     cells
         .into_iter()
         .map(|(key, cost)| {
-            let epoch = if learns {
+            // Only learning cells take a server's count (and have an epoch).
+            let (epoch, syncs) = if learns {
                 let cell = state.cells.get_mut(&key).expect("cell of the request");
-                cell.learner.as_mut().map_or(0, |l| {
+                let epoch = cell.learner.as_mut().map_or(0, |l| {
                     l.granted(decision, f64::from(cost.get()));
                     l.epoch
-                })
+                });
+                (epoch, cell.syncs)
             } else {
-                0
+                (0, 0)
             };
-            Granted::new(key, cost.get(), epoch)
+            Granted::new(key, cost.get(), epoch, syncs)
         })
         .collect()
 }

@@ -113,6 +113,9 @@ pub(super) struct Cell {
     /// The learned pace of an adaptive quota's cell.
     pub(super) learner: Option<Box<Learner>>,
     pub(super) last_used: Instant,
+    /// Bumped each time a server's count replaces the cell's state: a
+    /// grant made before it is in that count, and settles nothing after.
+    pub(super) syncs: u64,
 }
 
 /// A governor limiter pacing at `interval` (after the share) with `burst`,
@@ -156,6 +159,7 @@ impl Cell {
             hold_until: None,
             learner: learn.map(|l| Box::new(Learner::new(l.clone(), 1.0 / share))),
             last_used: now,
+            syncs: 0,
         };
         cell.repace(margin);
         cell
@@ -236,6 +240,7 @@ impl Cell {
             u64::try_from(tat.as_nanos()).unwrap_or(u64::MAX - 1),
             Ordering::Relaxed,
         );
+        self.syncs += 1;
         tat < before
     }
 

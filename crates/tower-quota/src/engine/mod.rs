@@ -54,11 +54,18 @@ pub(crate) struct Granted {
     pub(crate) cost: u32,
     /// The cell's learning epoch at the grant.
     epoch: u64,
+    /// The cell's [`syncs`](cell::Cell::syncs) at the grant.
+    syncs: u64,
 }
 
 impl Granted {
-    fn new(key: CellKey, cost: u32, epoch: u64) -> Self {
-        Granted { key, cost, epoch }
+    fn new(key: CellKey, cost: u32, epoch: u64, syncs: u64) -> Self {
+        Granted {
+            key,
+            cost,
+            epoch,
+            syncs,
+        }
     }
 }
 
@@ -236,7 +243,8 @@ impl State {
                     waker.wake();
                 }
             }
-            keys.push(Granted::new(key, cost.get(), epoch));
+            let syncs = cell.syncs;
+            keys.push(Granted::new(key, cost.get(), epoch, syncs));
         }
         keys
     }

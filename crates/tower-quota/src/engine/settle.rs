@@ -24,6 +24,11 @@ impl Engine {
             let Some(cell) = state.cells.get_mut(&granted.key) else {
                 continue;
             };
+            if cell.syncs != granted.syncs {
+                // A server's count replaced the cell's state since the
+                // grant: this request is in it (or in the next one).
+                continue;
+            }
             let charged = u64::from(granted.cost);
             let name = CellName {
                 quota: &self.limits.quotas[granted.key.quota].name,
