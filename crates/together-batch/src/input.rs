@@ -27,14 +27,26 @@ pub(crate) struct Job {
     pub(crate) estimate: u32,
 }
 
+/// The body to send and its fingerprint (of the body as the line has it).
 /// A streamed request asks for its usage (`stream_options.include_usage`)
 /// unless it says otherwise, so its output holds the usage like any other.
-fn ask_usage(body: &mut serde_json::Map<String, Value>) {
+fn prepare(
+    method: &Method,
+    path: &str,
+    mut body: serde_json::Map<String, Value>,
+) -> (String, String, u32) {
+    let as_given = serde_json::to_string(&body).unwrap_or_default();
+    let print = fingerprint(method, path, &as_given);
     if body.get("stream") == Some(&Value::Bool(true)) && !body.contains_key("stream_options") {
         body.insert(
             "stream_options".to_owned(),
             serde_json::json!({"include_usage": true}),
         );
+        let value = Value::Object(body);
+        (value.to_string(), print, estimate(&value))
+    } else {
+        let value = Value::Object(body);
+        (as_given, print, estimate(&value))
     }
 }
 
@@ -216,18 +228,16 @@ pub(crate) fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Ent
             );
         };
         let model = model_of(&obj);
-        ask_usage(&mut obj);
-        let value = Value::Object(obj);
-        let body = value.to_string();
+        let (body, fingerprint, estimate) = prepare(&Method::POST, path, obj);
         return Entry::Job(Job {
             custom_id: line.to_string(),
             line,
-            fingerprint: fingerprint(&Method::POST, path, &body),
+            fingerprint,
             method: Method::POST,
             path: path.to_owned(),
             body,
             model,
-            estimate: estimate(&value),
+            estimate,
         });
     }
     let custom_id = match obj.remove("custom_id") {
@@ -264,12 +274,11 @@ pub(crate) fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Ent
         },
         Some(other) => return bad(custom, format!("method must be a string, not {other}")),
     };
-    let (body, model, estimate) = match obj.remove("body") {
-        Some(Value::Object(mut b)) => {
+    let (body, model, fingerprint, estimate) = match obj.remove("body") {
+        Some(Value::Object(b)) => {
             let model = model_of(&b);
-            ask_usage(&mut b);
-            let value = Value::Object(b);
-            (value.to_string(), model, estimate(&value))
+            let (body, fingerprint, estimate) = prepare(&method, &path, b);
+            (body, model, fingerprint, estimate)
         }
         Some(other) => return bad(custom, format!("body must be a JSON object, not {other}")),
         None => unreachable!("batch format has a body"),
@@ -277,7 +286,7 @@ pub(crate) fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Ent
     Entry::Job(Job {
         custom_id,
         line,
-        fingerprint: fingerprint(&method, &path, &body),
+        fingerprint,
         method,
         path,
         body,

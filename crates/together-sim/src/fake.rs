@@ -70,7 +70,8 @@ pub(crate) struct Prepared {
 impl Prepared {
     /// Estimated token cost: input + max_tokens x n.
     pub(crate) fn tokens(&self) -> u64 {
-        self.input_tokens + self.max_tokens * self.n
+        self.input_tokens
+            .saturating_add(self.max_tokens.saturating_mul(self.n))
     }
 }
 
@@ -270,7 +271,7 @@ impl Catalog {
         if let Some(spec) = spec
             && spec.context_length > 0
             && route != IMAGES
-            && input_tokens + max_tokens > spec.context_length
+            && input_tokens.saturating_add(max_tokens) > spec.context_length
         {
             return Err(ApiError::new(
                 403,

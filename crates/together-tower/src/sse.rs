@@ -114,6 +114,9 @@ impl SseParser {
             // Not a mark: what was held is the start of the first line.
             self.at_start = false;
         }
+        if chunk.is_empty() {
+            return Ok(());
+        }
         if self.after_cr && chunk.first() == Some(&b'\n') {
             chunk = &chunk[1..];
         }
@@ -213,6 +216,9 @@ mod tests {
         // CR alone, and CRLF split across chunks.
         let events = parse(&[b"data: x\r", b"\ndata: y\r\r", b"data: z\r\n\r\n"]).unwrap();
         assert_eq!(data(&events), ["x\ny", "z"]);
+        // An empty chunk between the CR and the LF of one line ending.
+        let events = parse(&[b"data: x\r", b"", b"\ndata: y\n\n"]).unwrap();
+        assert_eq!(data(&events), ["x\ny"]);
         // The mark split over chunks.
         let events = parse(&[b"\xEF", b"\xBB", b"\xBFdata: m\n\n"]).unwrap();
         assert_eq!(data(&events), ["m"]);

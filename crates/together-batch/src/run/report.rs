@@ -32,8 +32,9 @@ pub(crate) struct RouteReport {
     pub(crate) ideal_secs: Option<f64>,
     /// `ideal_secs / secs`, %.
     pub(crate) ideal_pct: Option<f64>,
-    /// Tokens the answers that reported their usage were charged up front
-    /// (the stack's estimate), and what they used (`null` when none did).
+    /// On a route a token quota paces: the tokens the answers that
+    /// reported their usage were charged up front (the stack's estimate),
+    /// and what they used (`null` when none did, or no token quota).
     pub(crate) tokens_estimated: Option<u64>,
     pub(crate) tokens_used: Option<u64>,
 }
@@ -136,10 +137,26 @@ impl Report {
         rates: &BTreeMap<String, f64>,
         learned: &BTreeMap<String, String>,
     ) -> Self {
+        // The routes a token quota paces: their tokens are worth showing.
+        let token_quotas: Vec<String> = client
+            .limits
+            .table()
+            .into_iter()
+            .filter(|row| row.rate.counts_tokens())
+            .map(|row| row.quota)
+            .collect();
+        let counts_tokens: Vec<String> = client
+            .limits
+            .routes()
+            .into_iter()
+            .filter(|(_, quotas)| quotas.iter().any(|q| token_quotas.contains(q)))
+            .map(|(route, _)| route)
+            .collect();
         let routes: Vec<RouteReport> = tally
             .routes
             .iter()
             .map(|(route, st)| {
+                let tokens = st.with_usage > 0 && counts_tokens.contains(route);
                 let (secs, achieved) = achieved(st);
                 let intervals = st.attempts.saturating_sub(1) as f64;
                 let quota = rates.get(route).copied();
@@ -159,8 +176,8 @@ impl Report {
                     quota_pct: quota.map(|q| 100.0 * achieved / q),
                     ideal_secs: ideal,
                     ideal_pct: ideal.filter(|_| secs > 0.0).map(|i| 100.0 * i / secs),
-                    tokens_estimated: (st.with_usage > 0).then_some(st.tokens_estimated),
-                    tokens_used: (st.with_usage > 0).then_some(st.tokens_used),
+                    tokens_estimated: tokens.then_some(st.tokens_estimated),
+                    tokens_used: tokens.then_some(st.tokens_used),
                 }
             })
             .collect();

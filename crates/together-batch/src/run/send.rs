@@ -6,7 +6,7 @@ use http::{HeaderValue, Request, Response};
 use serde_json::Value;
 use together_tower::body::{BodyLimits, read_body};
 use together_tower::service::Attempts;
-use together_tower::stream::Streamed;
+use together_tower::stream::{Streamed, is_event_stream};
 use together_tower::{ApiKey, BoxError, ClientService, Error, HttpBody};
 use tower::Service;
 
@@ -108,13 +108,6 @@ pub(super) async fn answer(
         status: status.as_u16(),
         outcome,
     }
-}
-
-fn is_event_stream(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
 }
 
 /// A success's body: JSON, scrubbed of the key should the server echo it.

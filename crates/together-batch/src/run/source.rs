@@ -85,7 +85,10 @@ impl Source {
 
 /// Reads the input once: its jobs' places and hashes, its bad lines.
 /// Fails (before anything is sent) when two lines share a custom_id.
-pub(crate) fn index(path: &Path, endpoint: Option<&str>) -> std::io::Result<Result<Indexed, String>> {
+pub(crate) fn index(
+    path: &Path,
+    endpoint: Option<&str>,
+) -> std::io::Result<Result<Indexed, String>> {
     let source = Source::open(path, endpoint)?;
     let reader = std::io::BufReader::with_capacity(1 << 16, File::open(path)?);
     let mut out = Indexed {
@@ -164,7 +167,8 @@ mod tests {
 
     #[test]
     fn jobs_are_read_again_as_they_were_and_a_changed_line_is_refused() {
-        let dir = std::env::temp_dir().join(format!("together-batch-source-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("together-batch-source-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("in.jsonl");
         let line = |id: &str, input: &str| {
@@ -182,7 +186,10 @@ mod tests {
         let indexed = index(&path, None).unwrap().unwrap();
         assert_eq!(indexed.lines, 4);
         assert_eq!(indexed.bad.len(), 1);
-        assert_eq!(indexed.targets, [(Method::POST, "/v1/embeddings".to_owned())]);
+        assert_eq!(
+            indexed.targets,
+            [(Method::POST, "/v1/embeddings".to_owned())]
+        );
         let source = Source::open(&path, None).unwrap();
         let ids: Vec<String> = indexed
             .jobs
@@ -197,7 +204,12 @@ mod tests {
         // The file changes under the run: the job is refused, not sent as something else.
         std::fs::write(&path, text.replace("\"z\"", "\"Z\"")).unwrap();
         let source = Source::open(&path, None).unwrap();
-        assert!(source.job(&indexed.jobs[2]).unwrap_err().contains("changed"));
+        assert!(
+            source
+                .job(&indexed.jobs[2])
+                .unwrap_err()
+                .contains("changed")
+        );
         // Duplicates fail, naming both lines.
         std::fs::write(&path, format!("{}\n{}\n", line("a", "x"), line("a", "y"))).unwrap();
         let err = index(&path, None).unwrap().unwrap_err();

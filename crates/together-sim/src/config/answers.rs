@@ -17,7 +17,8 @@ pub enum TokenCharge {
     /// The answer's real usage (input + generated), when the answer is
     /// complete (a stream at its end). Admission only needs the input to
     /// fit; the usage is charged even past the limit, which then refuses
-    /// until it has drained.
+    /// until it has drained. (Static limits only: the [dynamic
+    /// rule](crate::dynamic) charges the estimate.)
     Usage,
 }
 
@@ -49,7 +50,9 @@ pub struct TokenRange {
 pub struct AnswerConfig {
     /// The completion's length in tokens before `max_tokens` cuts it:
     /// absent, a short reply that echoes the input; `{ min = 40, max = 80 }`
-    /// drawn uniformly (`min = max` for a fixed length).
+    /// drawn uniformly (`min = max` for a fixed length). At most 1,048,576
+    /// tokens (4 MiB of text) per choice. A stream is made whole before
+    /// its first chunk goes: keep `n` x length modest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub completion_tokens: Option<TokenRange>,
     /// What token limits charge (default `"estimate"`).

@@ -235,6 +235,18 @@ impl TogetherClient {
             (Err(e), Some(model)) => return Err(e.with_model(&model)),
             (Err(e), None) => return Err(e),
         };
+        if !crate::stream::is_event_stream(res.headers()) {
+            let kind = res
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("no content type")
+                .to_owned();
+            return Err(Error::decode(format!(
+                "{path}: asked to stream, the server answered {kind} instead of server-sent \
+                 events (does this API stream?)"
+            )));
+        }
         let key = self.shared.key.clone();
         Ok(
             Streamed::new(res.into_body(), self.shared.body_limits).scrubbing(

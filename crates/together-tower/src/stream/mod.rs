@@ -18,7 +18,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::{BodyError, BodyLimits};
 use crate::error::{Error, ErrorKind};
-use crate::sse::{DEFAULT_MAX_EVENT_BYTES, SseEvent, SseParser};
+use crate::sse::{DEFAULT_MAX_EVENT_BYTES, SseError, SseEvent, SseParser};
 use crate::transport::HttpBody;
 use crate::types::Usage;
 
@@ -28,12 +28,27 @@ pub use chunk::{ChatChunk, ChatChunkChoice, Chunk, CompletionChunk, CompletionCh
 
 /// A streamed chat completion.
 pub type ChatStream = Streamed<ChatChunk>;
+
+/// Whether a response head announces server-sent events
+/// (`content-type: text/event-stream`, in any case).
+pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let v = v.trim_start().as_bytes();
+            v.len() >= 17 && v[..17].eq_ignore_ascii_case(b"text/event-stream")
+        })
+}
 /// A streamed text completion.
 pub type CompletionStream = Streamed<CompletionChunk>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Open,
+    /// `[DONE]` came: the body is read to its end (what the layers below
+    /// settle on), then the stream ends.
+    Draining,
     Done,
     Failed,
 }
@@ -55,7 +70,7 @@ pub struct Streamed<C: Chunk> {
     chunks: usize,
     phase: Phase,
     /// A bad event, reported once the good ones before it are taken.
-    broken: Option<String>,
+    broken: Option<(ErrorKind, String)>,
     scrub: Box<dyn Fn(String) -> String + Send>,
 }
 
@@ -132,19 +147,50 @@ impl<C: Chunk> Streamed<C> {
     }
 }
 
+impl<C: Chunk> Streamed<C> {
+    /// Reads what follows `[DONE]` to the body's end (nothing, from a
+    /// well-behaved server), within the idle timeout; then the stream ends.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<C, Error>>> {
+        loop {
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let n = frame.data_ref().map_or(0, |d| d.len());
+                    self.read += n;
+                    if self.read > self.limits.max_bytes {
+                        break;
+                    }
+                }
+                Poll::Ready(_) => break,
+                Poll::Pending => {
+                    if self.idle.as_mut().poll(cx).is_ready() {
+                        break;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        self.phase = Phase::Done;
+        Poll::Ready(None)
+    }
+}
+
 impl<C: Chunk> Stream for Streamed<C> {
     type Item = Result<C, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
+            if this.phase == Phase::Draining {
+                return this.drain(cx);
+            }
             if this.phase != Phase::Open {
                 return Poll::Ready(None);
             }
             if let Some(event) = this.ready.pop_front() {
                 if event.data == "[DONE]" {
-                    this.phase = Phase::Done;
-                    return Poll::Ready(None);
+                    this.phase = Phase::Draining;
+                    this.ready.clear();
+                    continue;
                 }
                 if event.event.as_deref() == Some("error") || event.data.starts_with("{\"error\"") {
                     let what = format!("the server sent an error: {}", event.data);
@@ -162,8 +208,8 @@ impl<C: Chunk> Stream for Streamed<C> {
                     Err(e) => this.fail(ErrorKind::Decode, format!("an event is not a chunk: {e}")),
                 };
             }
-            if let Some(what) = this.broken.take() {
-                return this.fail(ErrorKind::Decode, what);
+            if let Some((kind, what)) = this.broken.take() {
+                return this.fail(kind, what);
             }
             match Pin::new(&mut this.body).poll_frame(cx) {
                 Poll::Pending => {
@@ -205,7 +251,11 @@ impl<C: Chunk> Stream for Streamed<C> {
                     this.ready.extend(events);
                     if let Err(e) = parsed {
                         // The events before the bad one still come first.
-                        this.broken = Some(e.to_string());
+                        let kind = match e {
+                            SseError::TooLarge { .. } => ErrorKind::TooLarge,
+                            _ => ErrorKind::Decode,
+                        };
+                        this.broken = Some((kind, e.to_string()));
                     }
                 }
             }
