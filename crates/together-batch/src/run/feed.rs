@@ -17,7 +17,7 @@ use tower::{Service, ServiceExt};
 
 use super::plan::RouteJobs;
 use super::send::{Done, ResponseFuture, Sent, answer, request, unix_ms};
-use super::source::{JobRef, Source};
+use super::source::{JobRef, Reader, Source};
 use super::stop::Blocked;
 use crate::input::Job;
 
@@ -166,12 +166,13 @@ struct Feeder {
 impl Feeder {
     /// Admits the jobs in input order, each once a slot is free.
     async fn run(mut self, jobs: Vec<JobRef>) {
+        let mut reader = Reader::new(self.source.clone());
         for r in jobs {
             if *self.stop.borrow() {
                 break;
             }
             // Read again from the file only now: what waits is its place.
-            let job = match self.source.job(&r) {
+            let job = match reader.job(&r) {
                 Ok(job) => job,
                 Err(why) => {
                     tracing::warn!("{why}");

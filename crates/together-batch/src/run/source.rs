@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use http::Method;
 
@@ -57,17 +58,17 @@ impl Source {
         self.file
             .read_exact_at(&mut raw, at.offset)
             .map_err(|e| format!("cannot read line {} of the input again: {e}", at.line))?;
-        Ok(input::parse_line(
-            &raw,
-            at.line as usize,
-            self.endpoint.as_deref(),
-        ))
+        Ok(self.parse(&raw, at))
     }
 
-    /// The job `r` stands for, read again; an error when its line is no
-    /// longer what the index read (the file changed during the run).
-    pub(crate) fn job(&self, r: &JobRef) -> Result<Job, String> {
-        match self.entry(r.at)? {
+    fn parse(&self, raw: &[u8], at: LineRef) -> Entry {
+        input::parse_line(raw, at.line as usize, self.endpoint.as_deref())
+    }
+
+    /// The job `r` stands for, parsed from `raw`; an error when its line is
+    /// no longer what the index read (the file changed during the run).
+    fn check(&self, r: &JobRef, entry: Entry) -> Result<Job, String> {
+        match entry {
             Entry::Job(job)
                 if id_hash(&job.custom_id) == r.id
                     && input::fingerprint_hash(&job.fingerprint) == Some(r.fingerprint) =>
@@ -80,6 +81,74 @@ impl Source {
                 r.at.line
             )),
         }
+    }
+}
+
+/// Reads one route's jobs again, in order, a block of the file at a time
+/// (a route's lines are mostly near each other: one read serves many).
+pub(crate) struct Reader {
+    source: Arc<Source>,
+    block: Vec<u8>,
+    /// The file offset of `block[0]`.
+    start: u64,
+}
+
+/// How much of the input one read takes.
+const BLOCK: usize = 256 << 10;
+
+impl Reader {
+    pub(crate) fn new(source: Arc<Source>) -> Self {
+        Reader {
+            source,
+            block: Vec::new(),
+            start: 0,
+        }
+    }
+
+    /// The job `r` stands for, read again.
+    pub(crate) fn job(&mut self, r: &JobRef) -> Result<Job, String> {
+        let (from, len) = (r.at.offset, r.at.len as usize);
+        let inside =
+            from >= self.start && from + len as u64 <= self.start + self.block.len() as u64;
+        if !inside {
+            self.block.resize(BLOCK.max(len), 0);
+            let mut got = 0;
+            while got < len {
+                match self
+                    .source
+                    .file
+                    .read_at(&mut self.block[got..], from + got as u64)
+                {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.block.clear();
+                        return Err(format!(
+                            "cannot read line {} of the input again: {e}",
+                            r.at.line
+                        ));
+                    }
+                }
+            }
+            self.block.truncate(got);
+            self.start = from;
+            if got < len {
+                return self.source.check(
+                    r,
+                    Entry::Bad {
+                        custom_id: None,
+                        line: r.at.line as usize,
+                        method: None,
+                        url: None,
+                        message: String::new(),
+                    },
+                );
+            }
+        }
+        let at = (from - self.start) as usize;
+        let entry = self.source.parse(&self.block[at..at + len], r.at);
+        self.source.check(r, entry)
     }
 }
 
@@ -190,11 +259,11 @@ mod tests {
             indexed.targets,
             [(Method::POST, "/v1/embeddings".to_owned())]
         );
-        let source = Source::open(&path, None).unwrap();
+        let mut reader = Reader::new(Arc::new(Source::open(&path, None).unwrap()));
         let ids: Vec<String> = indexed
             .jobs
             .iter()
-            .map(|r| source.job(r).unwrap().custom_id)
+            .map(|r| reader.job(r).unwrap().custom_id)
             .collect();
         assert_eq!(ids, ["a", "b", "c"]);
         assert_eq!(
@@ -203,9 +272,18 @@ mod tests {
         );
         // The file changes under the run: the job is refused, not sent as something else.
         std::fs::write(&path, text.replace("\"z\"", "\"Z\"")).unwrap();
-        let source = Source::open(&path, None).unwrap();
+        let mut reader = Reader::new(Arc::new(Source::open(&path, None).unwrap()));
         assert!(
-            source
+            reader
+                .job(&indexed.jobs[2])
+                .unwrap_err()
+                .contains("changed")
+        );
+        // Cut short under the run: refused too.
+        std::fs::write(&path, &text[..text.len() - 10]).unwrap();
+        let mut reader = Reader::new(Arc::new(Source::open(&path, None).unwrap()));
+        assert!(
+            reader
                 .job(&indexed.jobs[2])
                 .unwrap_err()
                 .contains("changed")
