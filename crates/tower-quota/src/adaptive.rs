@@ -12,7 +12,12 @@
 //!   the cell's own view (what the cell itself spent in the server's
 //!   period) means someone else spends from the same limit: the difference
 //!   is charged to the cell, so its queue waits. Headers beat probing
-//!   whenever they are present.
+//!   whenever they are present. A token cell that reads them also keeps
+//!   its grants of the server's last period and admits a request only when
+//!   it fits among them (a bucket of one period's worth would let two
+//!   periods' worth go in one, which a server counting whole requests in a
+//!   sliding window refuses); with [`Charging::Reconciled`](crate::Charging)
+//!   each count a complete answer reports corrects that log.
 //! - **By probing**, when they are not: the pace grows while answers
 //!   succeed (doubling each second until the first 429, then additively),
 //!   is cut by [`Adaptive::decrease`] on a 429 (once per 429 episode, not

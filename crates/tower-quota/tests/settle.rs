@@ -314,3 +314,52 @@ async fn a_count_taken_while_a_stream_runs_is_not_credited_again_at_its_end() {
     // 90 were left; 100 are needed: 10 more come in 0.1 s.
     assert!(arrived[2].0 >= Duration::from_millis(95), "{arrived:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_token_cell_reading_counts_keeps_within_a_strict_window() {
+    // A server that counts tokens in a strict 1 s window of whole requests
+    // (3,000) and reports them. Chats of 1,027: two fit a window, a third
+    // does not. A bucket of one second's worth would send it 0.34 s later.
+    let quota = Quota::adaptive(
+        Adaptive::new("3000 tokens/s".parse().unwrap()).headers(RateHeaders::together_tokens()),
+    );
+    let layer = RateLimitLayer::new(limits(quota));
+    let start = Instant::now();
+    let log: Arc<Mutex<Vec<(Duration, u32)>>> = Arc::default();
+    let seen = log.clone();
+    let svc = layer.layer(service_fn(move |_: Request<String>| {
+        let now = start.elapsed();
+        let mut log = seen.lock().unwrap();
+        let spent: u32 = log
+            .iter()
+            .filter(|(at, _)| *at + Duration::from_secs(1) > now)
+            .map(|(_, c)| *c)
+            .sum();
+        let ok = spent + 1027 <= 3000;
+        if ok {
+            log.push((now, 1027));
+        }
+        let left = 3000 - spent - if ok { 1027 } else { 0 };
+        let res = Response::builder()
+            .status(if ok { 200 } else { 429 })
+            .header("x-tokenlimit-limit", "3000")
+            .header("x-tokenlimit-remaining", left.to_string())
+            .body(String::new())
+            .unwrap();
+        async move { Ok::<_, Infallible>(res) }
+    }));
+    let body =
+        r#"{"model":"m","messages":[{"role":"user","content":"abcdefghijkl"}],"max_tokens":1024}"#;
+    let mut refused = 0;
+    for _ in 0..12 {
+        let res = svc
+            .clone()
+            .oneshot(Request::post("/chat").body(body.to_owned()).unwrap())
+            .await
+            .unwrap();
+        refused += usize::from(res.status() == 429);
+    }
+    let log = log.lock().unwrap().clone();
+    assert_eq!(refused, 0, "{log:?}");
+    assert!(log[11].0 < Duration::from_millis(5200), "{log:?}");
+}

@@ -27,6 +27,7 @@ fn grant_free(
             // Only learning cells take a server's count (and have an epoch).
             let (epoch, syncs) = if learns {
                 let cell = state.cells.get_mut(&key).expect("cell of the request");
+                cell.note_grant(f64::from(cost.get()));
                 let epoch = cell.learner.as_mut().map_or(0, |l| {
                     l.granted(decision, f64::from(cost.get()));
                     l.epoch
@@ -179,6 +180,12 @@ impl Engine {
             let fitted = cell.fitting(*cost);
             charge |= fitted < *cost;
             learns |= cell.learner.is_some();
+            let units = f64::from(cost.get());
+            let margin = self.limits.safety_margin;
+            if let Some(until) = cell.window_refuses(Duration::from_nanos(at), units, margin) {
+                refused = Some((i, self.base + until));
+                break;
+            }
             match cell.governor.check_n(fitted) {
                 Ok(Ok(())) => {}
                 Ok(Err(not_until)) => {

@@ -17,6 +17,8 @@ use crate::adaptive::LearnParams;
 use crate::config::CellParams;
 use crate::learn::Learner;
 
+use super::window::Window;
+
 /// The identity of one limiter cell: a quota and, for keyed quotas, a key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct CellKey {
@@ -113,6 +115,8 @@ pub(super) struct Cell {
     /// The learned pace of an adaptive quota's cell.
     pub(super) learner: Option<Box<Learner>>,
     pub(super) last_used: Instant,
+    /// A learned token cell's grants over the server's last period.
+    pub(super) window: Option<Box<Window>>,
     /// Bumped each time a server's count replaces the cell's state: a
     /// grant made before it is in that count, and settles nothing after.
     pub(super) syncs: u64,
@@ -159,6 +163,9 @@ impl Cell {
             hold_until: None,
             learner: learn.map(|l| Box::new(Learner::new(l.clone(), 1.0 / share))),
             last_used: now,
+            window: learn
+                .filter(|l| l.weighted && l.headers.is_some())
+                .map(|_| Box::default()),
             syncs: 0,
         };
         cell.repace(margin);
@@ -227,6 +234,52 @@ impl Cell {
             u64::try_from(earlier.as_nanos()).unwrap_or(u64::MAX - 1),
             Ordering::Relaxed,
         );
+    }
+
+    /// Notes a grant of `units` in the window, at the decision the cell last made.
+    pub(super) fn note_grant(&mut self, units: f64) {
+        let Some(window) = &mut self.window else {
+            return;
+        };
+        // Logged before the first count comes too: it counts them.
+        if let Some(period) = self.learner.as_ref().and_then(|l| l.window_period()) {
+            let at = Duration::from_nanos(self.clock.load(Ordering::Relaxed));
+            window.granted(at, period, units);
+        }
+    }
+
+    /// Whether the window refuses `units` at `now_off` (until when), for a
+    /// margin of `margin` under the server's limit.
+    pub(super) fn window_refuses(
+        &self,
+        now_off: Duration,
+        units: f64,
+        margin: f64,
+    ) -> Option<Duration> {
+        let window = self.window.as_ref()?;
+        let (period, limit) = self.learner.as_ref()?.window_limit()?;
+        // A grant leaves the server's window when the request that carried
+        // it arrived there a period before, a little after it left here:
+        // the window is kept a margin longer (at least 5 ms) for that.
+        let slack = period.mul_f64(margin).max(Duration::from_millis(5));
+        window.refuses(now_off, period + slack, limit * (1.0 - margin), units)
+    }
+
+    /// The server counts `remaining` units left now: the window follows.
+    pub(super) fn window_counted(&mut self, now_off: Duration, remaining: f64) {
+        let Some(window) = &mut self.window else {
+            return;
+        };
+        if let Some((period, limit)) = self.learner.as_ref().and_then(|l| l.window_limit()) {
+            window.counted(now_off, period, limit - remaining);
+        }
+    }
+
+    /// `units` of an earlier grant given back: the window follows.
+    pub(super) fn window_refunded(&mut self, units: f64) {
+        if let Some(window) = &mut self.window {
+            window.refunded(units);
+        }
     }
 
     /// Makes `units` available now (at most the burst): the server's count

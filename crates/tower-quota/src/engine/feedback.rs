@@ -124,6 +124,7 @@ impl Engine {
                 }
                 if let Some(remaining) = learned.remaining.filter(|_| follows) {
                     settle.retain(|g| g.key != granted.key);
+                    cell.window_counted(now_off, remaining);
                     if cell.set_available(now_off, remaining)
                         && let Some(&front) = cell.queue.front()
                     {

@@ -35,6 +35,7 @@ mod breaker;
 mod cell;
 mod feedback;
 mod settle;
+mod window;
 
 use breaker::Breaker;
 pub(crate) use cell::CellKey;
@@ -228,6 +229,7 @@ impl State {
         let mut keys = Vec::with_capacity(waiter.cells.len());
         for (key, cost) in waiter.cells {
             let cell = self.cells.get_mut(&key).expect("cell of a live waiter");
+            cell.note_grant(f64::from(cost.get()));
             let epoch = cell.learner.as_mut().map_or(0, |l| {
                 l.granted(decision, f64::from(cost.get()));
                 l.epoch

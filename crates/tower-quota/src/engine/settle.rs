@@ -38,6 +38,7 @@ impl Engine {
                 let units = (charged - used) as f64;
                 tracing::trace!(cell = %name, charged, used, "rate limit: refunding an over-estimate");
                 cell.refund(now_off, units);
+                cell.window_refunded(units);
                 if let Some(learner) = cell.learner.as_mut() {
                     learner.settled(now, -units);
                 }
@@ -48,6 +49,7 @@ impl Engine {
                 let units = (used - charged).min(u64::from(cell.params.burst.get())) as f64;
                 tracing::debug!(cell = %name, charged, used, "rate limit: the answer used more than estimated; charging the difference");
                 cell.charge(now_off, units);
+                cell.note_grant(units);
                 if let Some(learner) = cell.learner.as_mut() {
                     learner.settled(now, units);
                 }

@@ -208,6 +208,20 @@ impl Learner {
         self.params.weighted
     }
 
+    /// For a token cell reading the server's headers: the period they
+    /// count in (a time-scaled preset's is already scaled).
+    pub(crate) fn window_period(&self) -> Option<Duration> {
+        let h = self.params.headers.as_ref()?;
+        self.params.weighted.then_some(h.period)
+    }
+
+    /// For a token cell paced by the server's headers: the server's period
+    /// and the units it allows in one (what the engine's window checks).
+    pub(crate) fn window_limit(&self) -> Option<(Duration, f64)> {
+        let period = self.window_period()?;
+        (self.source == PaceSource::Header).then_some((period, self.pace * period.as_secs_f64()))
+    }
+
     /// Follows the pace every process shares (`per_second`), keeping the source.
     pub(crate) fn adopt(&mut self, per_second: f64) -> bool {
         if !(per_second.is_finite() && per_second > 0.0) {
