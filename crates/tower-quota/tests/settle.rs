@@ -363,3 +363,32 @@ async fn a_token_cell_reading_counts_keeps_within_a_strict_window() {
     assert_eq!(refused, 0, "{log:?}");
     assert!(log[11].0 < Duration::from_millis(5200), "{log:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cost_above_a_learned_burst_is_charged_whole() {
+    // A learned token cell at 100/s holds a burst of 100: a request of 300
+    // waits for a full burst, goes, and the 200 beyond it are charged.
+    let quota = Quota::adaptive(Adaptive::new("100 tokens/s".parse().unwrap()));
+    let layer = RateLimitLayer::new(limits(quota));
+    let start = Instant::now();
+    let arrived = Arc::new(Mutex::new(Vec::new()));
+    let seen = arrived.clone();
+    let svc = layer.layer(service_fn(move |_: Request<String>| {
+        seen.lock().unwrap().push(start.elapsed());
+        async move { Ok::<_, Infallible>(Response::new(String::new())) }
+    }));
+    let body = |max: u32| {
+        format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"abcd"}}],"max_tokens":{max}}}"#
+        )
+    };
+    for max in [299, 99] {
+        let res = svc
+            .clone()
+            .oneshot(Request::post("/chat").body(body(max)).unwrap());
+        res.await.unwrap().into_body().collect().await.unwrap();
+    }
+    let arrived = arrived.lock().unwrap().clone();
+    // The second (100) waits for the 300 to be paid: about 3 s.
+    assert!(arrived[1] >= Duration::from_millis(2900), "{arrived:?}");
+}

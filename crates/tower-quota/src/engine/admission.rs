@@ -79,8 +79,9 @@ impl Engine {
                 }
             };
             cell.last_used = now;
-            *cost = cell.fitting(*cost);
-            if *cost > cell.params.burst {
+            // A learned cell waits for at most its burst and charges the
+            // rest after the grant (check_now): the whole cost stays.
+            if cell.fitting(*cost) > cell.params.burst {
                 return Err(CostTooHigh::new(
                     quota.name.clone(),
                     key.key.as_deref().map(str::to_owned),
