@@ -2,7 +2,7 @@
 //! entry per non-blank line, malformed lines kept as that line's error.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::io::BufRead;
 
 use http::Method;
@@ -308,6 +308,12 @@ fn check_unique(entries: &[Entry]) -> Result<(), String> {
     if dups.is_empty() {
         return Ok(());
     }
+    Err(duplicates_message(&dups))
+}
+
+/// Why an input with duplicate custom_ids is refused: how many, the first
+/// five with their lines.
+pub(crate) fn duplicates_message<I: fmt::Debug, L: fmt::Display>(dups: &[(I, L, L)]) -> String {
     let mut msg = format!(
         "{} duplicate custom_id(s) in the input; every custom_id must be unique \
          (nothing was sent):",
@@ -319,7 +325,7 @@ fn check_unique(entries: &[Entry]) -> Result<(), String> {
     if dups.len() > 5 {
         let _ = write!(msg, "\n  ... and {} more", dups.len() - 5);
     }
-    Err(msg)
+    msg
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 //! holds tens of bytes per waiting line, never the lines.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -208,18 +207,7 @@ pub(crate) fn index(
         }
     })?;
     if !dups.is_empty() {
-        let mut msg = format!(
-            "{} duplicate custom_id(s) in the input; every custom_id must be unique \
-             (nothing was sent):",
-            dups.len()
-        );
-        for (id, a, b) in dups.iter().take(5) {
-            let _ = write!(msg, "\n  {id:?} on lines {a} and {b}");
-        }
-        if dups.len() > 5 {
-            let _ = write!(msg, "\n  ... and {} more", dups.len() - 5);
-        }
-        return Ok(Err(msg));
+        return Ok(Err(input::duplicates_message(&dups)));
     }
     if let Some((a, b)) = collision {
         return Ok(Err(format!(
