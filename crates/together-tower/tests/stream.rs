@@ -2,6 +2,7 @@
 //! pass as the server sends them, usage is read, a cut stream is an error
 //! and is not sent again, a 429 before the head is retried.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -210,4 +211,78 @@ async fn streams_settle_the_token_quota_by_their_usage() {
     // 100 at 100/s (real) take 1 s; at the estimate's pace (a burst of 29,
     // then 29/s real) 2.4 s.
     assert!(took < Duration::from_millis(1700), "took {took:?}");
+}
+
+/// A client over `answer` (no network) with a reconciled 100 tokens/s chat quota.
+fn scripted(
+    answer: impl Fn() -> http::Response<String> + Clone + Send + Sync + 'static,
+) -> (TogetherClient, Arc<Mutex<Vec<Duration>>>) {
+    let preset = Preset::from_toml(
+        r#"
+        base = "tier1"
+        learn = false
+        charge = "reconciled"
+        [routes.chat]
+        requests = "6000/min"
+        tokens = "100/s"
+        "#,
+    )
+    .unwrap();
+    let start = tokio::time::Instant::now();
+    let arrived = Arc::new(Mutex::new(Vec::new()));
+    let seen = arrived.clone();
+    let client = TogetherClient::builder()
+        .api_key("k")
+        .preset(preset)
+        .build_with(tower::service_fn(move |_req: http::Request<String>| {
+            seen.lock().unwrap().push(start.elapsed());
+            let res = answer();
+            async move { Ok::<_, tower::BoxError>(res) }
+        }))
+        .unwrap();
+    (client, arrived)
+}
+
+fn small_chat() -> ChatRequest {
+    ChatRequest::new(CHAT_MODEL, vec![Message::user("abcd")]).max_tokens(90)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_read_to_its_end_settles_before_it_is_dropped() {
+    let (client, arrived) = scripted(|| {
+        http::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(
+                "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n\
+                 data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":9,\"total_tokens\":10}}\n\n\
+                 data: [DONE]\n\n"
+                    .to_owned(),
+            )
+            .unwrap()
+    });
+    let mut first = client.chat_stream(&small_chat()).await.unwrap();
+    while let Some(chunk) = first.next().await {
+        chunk.unwrap();
+    }
+    // The first stream is still alive: its 81 unused tokens are back.
+    let second = client.chat_stream(&small_chat()).await.unwrap();
+    let arrived = arrived.lock().unwrap().clone();
+    assert!(arrived[1] < Duration::from_millis(200), "{arrived:?}");
+    drop((first, second));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_does_not_stream_is_a_clear_error() {
+    let (client, _) = scripted(|| {
+        http::Response::builder()
+            .header("content-type", "application/json")
+            .body(r#"{"choices":[{"message":{"content":"hi"}}]}"#.to_owned())
+            .unwrap()
+    });
+    let error = client.chat_stream(&small_chat()).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Decode, "{error}");
+    assert!(
+        error.to_string().contains("instead of server-sent events"),
+        "{error}"
+    );
 }
