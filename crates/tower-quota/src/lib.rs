@@ -54,6 +54,29 @@
 //! stream's usage event) settles it when the body ends: an over-estimate
 //! is refunded and queued callers go sooner.
 //!
+//! # Metrics (feature `metrics`)
+//!
+//! Through the [`metrics`](https://docs.rs/metrics) facade, so any exporter
+//! works; without the feature nothing is recorded and nothing is paid.
+//!
+//! Handles are registered once (per route when the layer is built, per
+//! cell when it is made), so recording is an atomic add: install the
+//! recorder (your exporter) before building the layer.
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `tower_quota_grants_total` | counter | `route` | requests granted |
+//! | `tower_quota_wait_seconds` | histogram | `route` | time from admission to grant |
+//! | `tower_quota_refused_total` | counter | `route`, `reason` (`max_wait`, `cost_too_high`, `store_unavailable`) | requests failed fast |
+//! | `tower_quota_queue_depth` | gauge | `quota`, `key` | requests waiting on the cell |
+//! | `tower_quota_hold_seconds` | histogram | `quota`, `key` | each hold a server's answer put on the cell (its count is the number of holds) |
+//! | `tower_quota_pace` | gauge | `quota`, `key` | the units per second the cell paces at (static or learned, after the margin) |
+//! | `tower_quota_decided_locally_total` | counter | | decisions made locally because the shared store failed |
+//!
+//! `key` is the cell's key: a model name (keyed by a body field) as it
+//! is, a header's value (an API key, say) only as the hash the quota keys
+//! by, empty for an unkeyed quota.
+//!
 //! # Configuration from TOML
 //!
 //! [`Limits::from_toml`] reads the same configuration from a file; see
@@ -81,6 +104,7 @@ mod fields;
 pub mod future;
 mod layer;
 mod learn;
+mod metrics;
 mod rate;
 mod route;
 mod service;

@@ -13,6 +13,7 @@ use crate::shared::{OnStoreFailure, SharedCell, SharedDecision};
 
 use super::cell::{Cell, CellKey};
 use super::{Admission, Attempt, Engine, Granted, MAX_ROUNDS, SWEEP_EVERY, State, Waiter};
+use crate::metrics::CellMetrics;
 
 /// Grants a request that never queued: learning cells hear of the grant.
 fn grant_free(
@@ -74,6 +75,7 @@ impl Engine {
                         learn,
                         self.limits.safety_margin,
                         now,
+                        CellMetrics::new(&quota.name, key.key.as_deref()),
                     );
                     state.cells.entry(key.clone()).or_insert(cell)
                 }
@@ -82,6 +84,7 @@ impl Engine {
             // A learned cell waits for at most its burst and charges the
             // rest after the grant (check_now): the whole cost stays.
             if cell.fitting(*cost) > cell.params.burst {
+                self.route_metrics(route).cost_too_high.increment(1);
                 return Err(CostTooHigh::new(
                     quota.name.clone(),
                     key.key.as_deref().map(str::to_owned),
@@ -96,6 +99,9 @@ impl Engine {
         if free {
             match self.check_now(&mut state.cells, &cells, now) {
                 Ok(learns) => {
+                    let m = self.route_metrics(route);
+                    m.grants.increment(1);
+                    m.wait.record(0.0);
                     return Ok(Admission::Granted(grant_free(
                         &mut state, cells, now, learns,
                     )));
@@ -109,6 +115,7 @@ impl Engine {
             let earliest = self.predicted_grant(&state, &cells, earliest, now_off);
             if earliest > limit {
                 tracing::debug!(route = %route_def.name, wait = ?(earliest - now), ?max_wait, "rate limit: failing fast");
+                self.route_metrics(route).max_wait.increment(1);
                 return Err(WaitTimeout::new(route_def.name.clone(), earliest, max_wait).into());
             }
         }
@@ -118,6 +125,7 @@ impl Engine {
             let cell = state.cells.get_mut(key).expect("inserted above");
             cell.queue.push_back(id);
             cell.queued_cost += u64::from(cost.get());
+            cell.metrics.queue.set(cell.queue.len() as f64);
         }
         state.waiters.insert(
             id,
@@ -127,6 +135,7 @@ impl Engine {
                 due: None,
                 deadline,
                 route,
+                since: now,
             },
         );
         Ok(Admission::Queued(id))
@@ -276,14 +285,18 @@ impl Engine {
                 }
                 if shared.options.on_failure != OnStoreFailure::FailClosed {
                     self.decided_locally.fetch_add(1, Ordering::Relaxed);
+                    self.decided_locally_metric.increment(1);
                 }
                 match shared.options.on_failure {
                     OnStoreFailure::LocalShare(_) => {}
                     OnStoreFailure::FailOpen => {
-                        return Ok(Attempt::Granted(guard.grant(id, now)));
+                        return Ok(Attempt::Granted(self.grant_waiter(&mut guard, id, now)));
                     }
                     OnStoreFailure::FailClosed => {
                         let retry_at = breaker.retry_at(now);
+                        self.route_metrics(waiter.route)
+                            .store_unavailable
+                            .increment(1);
                         guard.remove(id);
                         return Err(StoreUnavailable::new(retry_at).into());
                     }
@@ -295,7 +308,9 @@ impl Engine {
                 .max(now.checked_sub(self.limits.catch_up).unwrap_or(now))
                 .min(now);
             let Err(until) = self.check_now(cells, &waiter.cells, decision).map(|_| ()) else {
-                return Ok(Attempt::Granted(guard.grant(id, decision)));
+                return Ok(Attempt::Granted(
+                    self.grant_waiter(&mut guard, id, decision),
+                ));
             };
             waiter.due = Some(until);
             if until > now {
@@ -322,7 +337,9 @@ impl Engine {
                     tracing::info!("rate limit: shared store answers again; deciding there");
                 }
                 match decision {
-                    SharedDecision::Granted => Ok(Attempt::Granted(guard.grant(id, now))),
+                    SharedDecision::Granted => {
+                        Ok(Attempt::Granted(self.grant_waiter(&mut guard, id, now)))
+                    }
                     SharedDecision::Wait(wait) => {
                         let until = now + wait;
                         if let Some(waiter) = guard.waiters.get_mut(&id) {
@@ -369,12 +386,24 @@ impl Engine {
             && until > limit
         {
             let route = self.route(waiter.route).name.clone();
+            self.route_metrics(waiter.route).max_wait.increment(1);
             tracing::debug!(%route, wait = ?(until - now), ?max_wait, "rate limit: failing fast");
             state.remove(id);
             return Err(WaitTimeout::new(route, until, max_wait).into());
         }
         tracing::trace!(route = %self.route(waiter.route).name, wait = ?(until - now), "rate limit: waiting");
         Ok(Attempt::WaitUntil(until))
+    }
+
+    /// Grants waiter `id` as of `decision`, counting it.
+    fn grant_waiter(&self, state: &mut State, id: u64, decision: Instant) -> Vec<Granted> {
+        if let Some(w) = state.waiters.get(&id) {
+            let m = self.route_metrics(w.route);
+            m.grants.increment(1);
+            m.wait
+                .record(decision.saturating_duration_since(w.since).as_secs_f64());
+        }
+        state.grant(id, decision)
     }
 
     /// Removes a waiter that gave up (its future was dropped): it consumed nothing.

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::adaptive::LearnParams;
 use crate::config::CellParams;
 use crate::learn::Learner;
+use crate::metrics::CellMetrics;
 
 use super::window::Window;
 
@@ -117,6 +118,7 @@ pub(super) struct Cell {
     pub(super) last_used: Instant,
     /// A learned token cell's grants over the server's last period.
     pub(super) window: Option<Box<Window>>,
+    pub(super) metrics: CellMetrics,
     /// Bumped each time a server's count replaces the cell's state: a
     /// grant made before it is in that count, and settles nothing after.
     pub(super) syncs: u64,
@@ -148,6 +150,7 @@ impl Cell {
         learn: Option<&Arc<LearnParams>>,
         margin: f64,
         now: Instant,
+        metrics: CellMetrics,
     ) -> Self {
         let tat = Arc::new(AtomicU64::new(NO_STATE));
         let clock = Arc::new(AtomicU64::new(0));
@@ -167,9 +170,19 @@ impl Cell {
                 .filter(|l| l.weighted && l.headers.is_some())
                 .map(|_| Box::default()),
             syncs: 0,
+            metrics,
         };
         cell.repace(margin);
+        cell.show_pace();
         cell
+    }
+
+    /// Sets the pace gauge: units per second after the margin and the share.
+    pub(super) fn show_pace(&self) {
+        let interval = self.params.interval.div_f64(self.share).as_secs_f64();
+        if interval > 0.0 {
+            self.metrics.pace.set(1.0 / interval);
+        }
     }
 
     /// Paces a learning cell at its learner's pace, keeping its GCRA state:
@@ -191,6 +204,7 @@ impl Cell {
             self.params.burst = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
         }
         self.params.interval = interval.max(Duration::from_nanos(1));
+        self.show_pace();
         self.governor = limiter(
             self.params.interval.div_f64(self.share),
             self.params.burst,

@@ -8,6 +8,7 @@ use limit_text::hint::{HintSource, parse_wait_hint};
 use tokio::time::Instant;
 
 use crate::learn::{Answered, CellName, Move};
+use crate::metrics::CellMetrics;
 use crate::shared::{PaceNews, SharedNews};
 
 use super::cell::{Cell, CellKey};
@@ -145,6 +146,7 @@ impl Engine {
                 && cell.hold_until.is_none_or(|h| h < until)
             {
                 cell.hold_until = Some(until);
+                cell.metrics.holds.record(delay.as_secs_f64());
                 macro_rules! holding {
                     ($level:expr) => {
                         tracing::event!(
@@ -246,7 +248,10 @@ impl Engine {
                 quota: index,
                 key: key.map(Arc::from),
             })
-            .or_insert_with(|| Cell::new(params, share, learn, margin, now));
+            .or_insert_with(|| {
+                let metrics = CellMetrics::new(&q.name, key);
+                Cell::new(params, share, learn, margin, now, metrics)
+            });
         cell.last_used = now;
         let learner = cell
             .learner

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::adaptive::PaceSource;
 use crate::config::{CompiledRoute, Limits};
+use crate::metrics::RouteMetrics;
 use crate::shared::{OnStoreFailure, SharedCell, SharedOptions, SharedStore};
 
 mod admission;
@@ -76,6 +77,8 @@ struct Waiter {
     due: Option<Instant>,
     deadline: Option<(Instant, Duration)>,
     route: usize,
+    /// When it was admitted (for the wait histogram).
+    since: Instant,
 }
 
 struct State {
@@ -101,6 +104,9 @@ pub(crate) struct Engine {
     asked: AtomicU64,
     /// Decisions made locally because the shared store was failing.
     decided_locally: AtomicU64,
+    decided_locally_metric: crate::metrics::Counter,
+    /// Each route's metric handles (the unmatched route's last).
+    route_metrics: Vec<RouteMetrics>,
 }
 
 /// What `call` decided for a request.
@@ -129,7 +135,6 @@ impl Engine {
     pub(crate) fn new(limits: Limits, shared: Option<Sharing>) -> Self {
         let now = Instant::now();
         Engine {
-            limits,
             base: now,
             state: Mutex::new(State {
                 cells: HashMap::default(),
@@ -138,10 +143,24 @@ impl Engine {
                 last_sweep: now,
                 breaker: Breaker::default(),
             }),
+            route_metrics: limits
+                .routes
+                .iter()
+                .chain(limits.unmatched.iter())
+                .map(|r| RouteMetrics::new(&r.name))
+                .collect(),
+            decided_locally_metric: crate::metrics::decided_locally(),
+            limits,
             shared,
             asked: AtomicU64::new(0),
             decided_locally: AtomicU64::new(0),
         }
+    }
+
+    /// The metric handles of route `index` (from [`route_for`](Self::route_for)).
+    fn route_metrics(&self, index: usize) -> &RouteMetrics {
+        let last = self.route_metrics.len().saturating_sub(1);
+        &self.route_metrics[index.min(last)]
     }
 
     /// How decisions went with a shared store; `None` without one.
@@ -237,6 +256,7 @@ impl State {
             let front = cell.queue.pop_front();
             debug_assert_eq!(front, Some(id));
             cell.queued_cost -= u64::from(cost.get());
+            cell.metrics.queue.set(cell.queue.len() as f64);
             if let Some(&next) = cell.queue.front()
                 && let Some(waiter) = self.waiters.get_mut(&next)
             {
@@ -264,6 +284,7 @@ impl State {
             if let Some(pos) = cell.queue.iter().position(|&w| w == id) {
                 cell.queue.remove(pos);
                 cell.queued_cost -= u64::from(cost.get());
+                cell.metrics.queue.set(cell.queue.len() as f64);
             }
             if was_front && let Some(&next) = cell.queue.front() {
                 wake(&mut self.waiters, next);
