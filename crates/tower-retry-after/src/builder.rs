@@ -272,6 +272,7 @@ impl<C> Builder<C> {
             budget,
             rng: Mutex::new(SmallRng::seed_from_u64(seed)),
             wall_clock: self.wall_clock,
+            metrics: crate::metrics::RetryMetrics::new(),
         };
         Ok(RetryPolicy::from_parts(settings, self.classify_error))
     }

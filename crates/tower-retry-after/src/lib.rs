@@ -122,6 +122,16 @@
 //! (the hint header name, or `backoff`). A decision not to retry an error
 //! emits a `DEBUG` event saying why.
 //!
+//! # Metrics (feature `metrics`)
+//!
+//! Through the [`metrics`](https://docs.rs/metrics) facade (handles
+//! registered when the policy is built: install the recorder first):
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `tower_retry_retries_total` | counter | `reason` (`429`, `5xx`, `other`, `transport`) | retries decided |
+//! | `tower_retry_budget_refusals_total` | counter | | retries the budget refused |
+//!
 //! # Panics
 //!
 //! The services must run inside a tokio runtime with the time driver
@@ -135,6 +145,7 @@ mod classify;
 pub mod error;
 pub mod future;
 mod layer;
+mod metrics;
 mod policy;
 mod settings;
 

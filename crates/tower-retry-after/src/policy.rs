@@ -258,9 +258,14 @@ where
             && !budget.withdraw()
         {
             tracing::debug!(%method, path, %reason, "not retrying: retry budget exhausted");
+            s.metrics.budget_refused();
             return None;
         }
         self.retries = retry;
+        s.metrics.retried(match reason {
+            Reason::Status(status) => Some(status),
+            Reason::Error => None,
+        });
         tracing::info!(
             %method,
             path,

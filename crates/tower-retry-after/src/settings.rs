@@ -26,4 +26,5 @@ pub(crate) struct Settings {
     pub(crate) budget: Option<Arc<dyn Budget + Send + Sync>>,
     pub(crate) rng: Mutex<SmallRng>,
     pub(crate) wall_clock: Option<WallClock>,
+    pub(crate) metrics: crate::metrics::RetryMetrics,
 }
