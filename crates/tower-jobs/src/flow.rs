@@ -77,7 +77,7 @@ impl Slot {
     fn release(&mut self, why: &'static str) {
         if self.permit.take().is_some() {
             tracing::debug!(kind = %self.kind().spec.kind.name, reason = why, "job slot released");
-            self.kind().released.notify_waiters();
+            self.kind().freed();
         }
     }
 }
@@ -88,7 +88,8 @@ impl Drop for Slot {
             return;
         };
         let Some(sent) = self.in_flight else {
-            self.kind().released.notify_waiters();
+            drop(permit);
+            self.kind().freed();
             return;
         };
         let n = self.kind().orphan(permit, sent);
@@ -131,6 +132,7 @@ where
         }
     }
     let permit = kind.sem.clone().acquire_owned().await?;
+    kind.show_in_use();
     tracing::debug!(
         kind = name,
         available = kind.sem.available_permits(),
@@ -185,6 +187,7 @@ where
         slot.in_flight = None;
         if status == kind.spec.kind.conflict && Instant::now() < deadline {
             tracing::info!(kind = name, %status, "server refused the create: its cap is reached; waiting");
+            kind.metrics.absorbed();
             // Read the refusal to the end so the connection can be reused.
             let _ = collect(resp.into_body()).await;
             let released = kind.released.notified();

@@ -107,6 +107,16 @@
 //!   if set. [`JobsHandle::orphaned`] counts such slots.
 //! - A create whose 2xx body fails to arrive is treated the same way.
 //!
+//! # Metrics (feature `metrics`)
+//!
+//! Through the [`metrics`](https://docs.rs/metrics) facade (handles
+//! registered when the layer is built: install the recorder first):
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `tower_jobs_slots_in_use` | gauge | `kind` | slots held by jobs running or being created |
+//! | `tower_jobs_conflicts_absorbed_total` | counter | `kind` | creates the server refused with its conflict status (its cap reached) that waited and went again |
+//!
 //! # Events
 //!
 //! `tracing` events (target `tower_jobs`) on slot acquired, bound, released
@@ -120,6 +130,7 @@ pub mod future;
 mod handle;
 mod kind;
 mod layer;
+mod metrics;
 mod service;
 mod state;
 

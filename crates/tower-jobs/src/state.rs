@@ -8,6 +8,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::kind::{Compiled, Role, Seen};
+use crate::metrics::KindMetrics;
 
 /// Options of a layer.
 #[derive(Debug, Clone)]
@@ -33,6 +34,7 @@ pub(crate) struct KindState {
     pub(crate) released: Notify,
     /// Held while the first reconcile runs; `true` once it succeeded.
     pub(crate) started: tokio::sync::Mutex<bool>,
+    pub(crate) metrics: KindMetrics,
 }
 
 #[derive(Debug, Default)]
@@ -68,12 +70,26 @@ impl KindState {
     pub(crate) fn new(spec: Compiled) -> Self {
         let cap = spec.kind.cap.get() as usize;
         KindState {
+            metrics: KindMetrics::new(&spec.kind.name),
             spec,
             sem: Arc::new(Semaphore::new(cap)),
             slots: Mutex::new(Slots::default()),
             released: Notify::new(),
             started: tokio::sync::Mutex::new(false),
         }
+    }
+
+    /// A slot was freed (or taken): wakes waiters, shows how many are in use.
+    pub(crate) fn freed(&self) {
+        self.released.notify_waiters();
+        self.show_in_use();
+    }
+
+    /// Sets the slots-in-use gauge.
+    pub(crate) fn show_in_use(&self) {
+        let cap = self.spec.kind.cap.get() as usize;
+        self.metrics
+            .in_use(cap.saturating_sub(self.sem.available_permits()));
     }
 
     fn slots(&self) -> MutexGuard<'_, Slots> {
@@ -93,7 +109,7 @@ impl KindState {
                 drop(slots);
                 drop(permit);
                 tracing::debug!(kind = self.name(), job = %id, "job already counted: slot released");
-                self.released.notify_waiters();
+                self.freed();
             }
             Some(held @ None) => {
                 tracing::debug!(kind = self.name(), job = %id, "job slot bound");
@@ -122,7 +138,7 @@ impl KindState {
         }
         drop(slots);
         tracing::debug!(kind = self.name(), job = %id, reason = why, "job slot released");
-        self.released.notify_waiters();
+        self.freed();
         true
     }
 
@@ -189,7 +205,7 @@ impl KindState {
         );
         if !freed.is_empty() {
             drop(freed);
-            self.released.notify_waiters();
+            self.freed();
         }
     }
 
@@ -206,7 +222,7 @@ impl KindState {
     pub(crate) fn drop_orphan(&self, n: u64) {
         if self.slots().orphans.remove(&n).is_some() {
             tracing::debug!(kind = self.name(), "orphaned slot timed out: released");
-            self.released.notify_waiters();
+            self.freed();
         }
     }
 
