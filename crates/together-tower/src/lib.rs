@@ -75,6 +75,13 @@
 //! ([`Charging::Reconciled`](tower_quota::Charging)): a chat asking for
 //! 1,024 tokens that uses 60 gives the rest back to the queue.
 //!
+//! # Metrics
+//!
+//! Feature `metrics` turns on the three layers' metrics (tower-quota's,
+//! tower-retry-after's and tower-jobs' `metrics` features; each documents
+//! its names and labels) through the [`metrics`](https://docs.rs/metrics)
+//! facade: install your exporter's recorder before building the client.
+//!
 //! # Errors
 //!
 //! Every helper returns [`Error`]: the status, Together's error type and
