@@ -76,7 +76,7 @@ pub(super) async fn answer(
         let streamed = Streamed::<Value>::new(res.into_body(), limits)
             .scrubbing(move |text| scrub_key.scrub(&text));
         let outcome = match streamed.finish().await {
-            Ok(whole) => success_body(whole.to_string().as_bytes(), key),
+            Ok(whole) => scrub_value(whole, key).map_err(|e| e.with_status(status)),
             Err(e) => Err(e.with_status(status)),
         };
         return Sent {
@@ -108,6 +108,17 @@ pub(super) async fn answer(
         status: status.as_u16(),
         outcome,
     }
+}
+
+/// An assembled answer, scrubbed of the key should the server have echoed
+/// it (read again only then, as a body is).
+fn scrub_value(whole: Value, key: &ApiKey) -> Result<Value, Error> {
+    let secret = key.expose_secret();
+    let text = whole.to_string();
+    if secret.is_empty() || !text.contains(secret) {
+        return Ok(whole);
+    }
+    success_body(text.as_bytes(), key)
 }
 
 /// A success's body: JSON, scrubbed of the key should the server echo it.
