@@ -136,8 +136,11 @@ async fn a_scripted_run_through_the_stack_is_counted() {
         let client = client.clone();
         tokio::spawn(async move { client.chat(&chat()).await })
     };
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    // During the hold a third cannot start within its 20 ms: it fails fast.
+    // Once the simulator has answered it 429 (the route is held for up to
+    // 100 ms), a third cannot start within its 20 ms: it fails fast.
+    while sim.stats().total_429 == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let third = client.chat(&chat()).await.unwrap_err();
     assert_eq!(third.kind(), ErrorKind::RateLimit, "{third}");
     second.await.unwrap().unwrap();
