@@ -45,9 +45,10 @@ pub(crate) struct DemoArgs {
     /// No progress.
     #[arg(short, long)]
     quiet: bool,
-    /// Writes the summary as JSON to this file.
+    /// Writes the summary to this file: a page with a chart per route for
+    /// a name ending `.html`, JSON for any other (may be given twice).
     #[arg(long, value_name = "FILE")]
-    report: Option<PathBuf>,
+    report: Vec<PathBuf>,
 }
 
 /// A mixed workload in the batch format: `embeddings` requests of 1 to 9
@@ -170,7 +171,8 @@ pub(crate) fn sim_options(
         bounds: crate::config::Bounds::default(),
         grace: Duration::from_secs(10),
         quiet,
-        report: None,
+        reports: Vec::new(),
+        metrics: None,
         redis: None,
         processes: 1,
         time_scale,
@@ -237,7 +239,7 @@ async fn demo_inner(args: DemoArgs) -> Result<Report, String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let sim = spawn_dynamic_sim(args.time_scale).await?;
     let mut opts = sim_options(&sim, &dir, args.time_scale, args.quiet);
-    opts.report = args.report.clone();
+    opts.reports = args.report.clone();
     opts.limits = LimitsSource {
         preset: together_tower::Preset::together(),
         batch: BatchSection::default(),

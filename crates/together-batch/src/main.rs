@@ -7,7 +7,8 @@
 //! together-batch run INPUT.jsonl -o OUTPUT.jsonl [--base-url URL]
 //!     [--limits limits.toml | --tier tier1] [--endpoint /v1/chat/completions]
 //!     [--max-in-flight N] [--api-key-env NAME] [--retry-failed] [--quiet]
-//!     [--report report.json] [--redis URL --processes N]
+//!     [--report report.json] [--report report.html] [--metrics 127.0.0.1:9464]
+//!     [--redis URL --processes N]
 //! together-batch demo        # a simulated server and a workload, in-process
 //! together-batch limits [--limits limits.toml | --tier tier1]
 //! ```
@@ -69,6 +70,17 @@
 //! many share it, so that while Redis is unreachable each falls back to
 //! 1/N of each quota locally.
 //!
+//! # Report and metrics
+//!
+//! `--report FILE.json` writes the summary as JSON; `--report FILE.html` a
+//! self-contained page with a chart per route (attempts sent per second
+//! against the pace in force; 429s, retries and holds marked) and the
+//! summary's tables (both may be given). `--metrics ADDR` serves the
+//! layers' metrics in Prometheus's text format at `http://ADDR/metrics`
+//! while the run goes (loopback only unless `--metrics-public`; port 0
+//! picks one, printed on stderr). An unusable address or report path
+//! stops the run before anything is sent.
+//!
 //! # Exit status
 //!
 //! 0 when every line is answered successfully, 1 when some failed (in this
@@ -87,6 +99,8 @@ mod config;
 #[cfg(feature = "demo")]
 mod demo;
 mod input;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod output;
 mod progress;
 mod run;
@@ -203,9 +217,21 @@ struct RunArgs {
     /// No progress (the summary is still printed).
     #[arg(short, long)]
     quiet: bool,
-    /// Writes the summary as JSON to this file.
+    /// Writes the summary to this file: a page with a chart per route (the
+    /// rate sent against the pace, 429s, retries, holds) for a name ending
+    /// `.html`, JSON for any other. May be given twice.
     #[arg(long, value_name = "FILE")]
-    report: Option<PathBuf>,
+    report: Vec<PathBuf>,
+    /// Serves the stack's metrics in Prometheus's text format at
+    /// http://ADDR/metrics while the run goes (port 0: any free port,
+    /// printed on stderr).
+    #[cfg(feature = "metrics")]
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+    /// Allows a --metrics address beyond loopback (0.0.0.0:PORT).
+    #[cfg(feature = "metrics")]
+    #[arg(long, requires = "metrics")]
+    metrics_public: bool,
     /// Shares the quotas with other processes through Redis.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
@@ -400,6 +426,16 @@ async fn run_command(args: RunArgs) -> ExitCode {
                 .unwrap_or_else(|| state::default_path(&args.output)),
         )
     };
+    #[cfg(feature = "metrics")]
+    let metrics = match args.metrics.as_deref() {
+        Some(text) => match metrics::parse_address(text, args.metrics_public) {
+            Ok(addr) => Some(addr),
+            Err(e) => return fail(&e),
+        },
+        None => None,
+    };
+    #[cfg(not(feature = "metrics"))]
+    let metrics = None;
     let opts = RunOptions {
         state,
         state_max_age: Duration::from_secs_f64(args.state_max_age),
@@ -419,7 +455,8 @@ async fn run_command(args: RunArgs) -> ExitCode {
         bounds,
         grace: Duration::from_secs_f64(args.grace.max(0.0)),
         quiet: args.quiet,
-        report: args.report,
+        reports: args.report,
+        metrics,
         redis,
         processes,
         time_scale: sel.time_scale,

@@ -255,12 +255,16 @@ async fn failures_are_skipped_on_resume_unless_retry_failed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_key_never_appears_in_output_report_progress_or_logs() {
+async fn the_api_key_never_appears_in_output_reports_progress_or_logs() {
     const KEY: &str = "sk-test-VERY-SECRET-4242";
     const WRONG: &str = "sk-wrong-ALSO-SECRET-9999";
     let sim = sim_with_key(KEY).await;
     let dir = scratch("key");
-    let (input, report) = (dir.join("in.jsonl"), dir.join("report.json"));
+    let (input, report, page) = (
+        dir.join("in.jsonl"),
+        dir.join("report.json"),
+        dir.join("report.html"),
+    );
     std::fs::write(&input, mixed_input(30)).unwrap();
     let base = sim.base_url();
     for (key, name, env) in [
@@ -276,6 +280,10 @@ async fn the_api_key_never_appears_in_output_report_progress_or_logs() {
             "0.01",
             "--report",
             report.to_str().unwrap(),
+            "--report",
+            page.to_str().unwrap(),
+            "--metrics",
+            "127.0.0.1:0",
             "--api-key-env",
             env,
         ]);
@@ -294,7 +302,8 @@ async fn the_api_key_never_appears_in_output_report_progress_or_logs() {
         }
         let written = std::fs::read_to_string(&output).unwrap();
         let report = std::fs::read_to_string(&report).unwrap();
-        for text in [&stdout, &stderr, &written, &report] {
+        let page = std::fs::read_to_string(&page).unwrap();
+        for text in [&stdout, &stderr, &written, &report, &page] {
             assert!(!text.contains(key), "the key leaked ({name}): {text}");
             assert!(!text.contains("SECRET"), "the key leaked ({name}): {text}");
         }

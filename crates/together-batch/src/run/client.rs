@@ -11,6 +11,7 @@ use tower_quota::{Limits, OnStoreFailure, RateLimitLayer, SharedOptions};
 use tower_quota_redis::RedisStore;
 
 use super::options::RunOptions;
+use super::timeline::Timeline;
 use crate::config;
 
 /// The stack, its limits and rate-limit layer, and the 429s it saw.
@@ -52,7 +53,11 @@ pub(crate) fn read_key(opts: &RunOptions) -> Result<ApiKey, String> {
 /// Builds the client: together-tower's stack over its default HTTP client,
 /// the preset time-scaled and margined as asked, quotas shared through
 /// Redis with `--redis`.
-pub(crate) fn build(opts: &RunOptions, key: &ApiKey) -> Result<Client, String> {
+pub(crate) fn build(
+    opts: &RunOptions,
+    key: &ApiKey,
+    timeline: &Timeline,
+) -> Result<Client, String> {
     let mut preset = opts.limits.preset.clone();
     if opts.time_scale != 1.0 {
         preset = preset.time_scaled(opts.time_scale);
@@ -87,7 +92,7 @@ pub(crate) fn build(opts: &RunOptions, key: &ApiKey) -> Result<Client, String> {
             }
             res
         })
-        .service(together_tower::default_http_client(opts.bounds.attempt));
+        .service(timeline.observe(together_tower::default_http_client(opts.bounds.attempt)));
     let retry = preset
         .retry_policy()
         .deadline(opts.bounds.deadline)

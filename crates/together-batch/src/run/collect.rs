@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tower_quota::Snapshot;
 
 use super::client::Client;
 use super::feed::Feeders;
@@ -12,11 +13,14 @@ use super::options::RunOptions;
 use super::plan::save_paces;
 use super::send::Done;
 use super::stop::{early_stop, suggest};
+use super::timeline::Timeline;
 use crate::output::Output;
 use crate::progress::Progress;
 
 /// The achieved rate is measured over this window.
 const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// How often the paces in force and the holds are sampled for the report's charts.
+const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 /// How often the learned paces are saved while a run goes.
 const STATE_EVERY: Duration = Duration::from_secs(5);
 
@@ -127,6 +131,8 @@ pub(crate) struct Context<'a> {
     pub(crate) learned: &'a BTreeMap<String, String>,
     /// Each route's quotas, by name.
     pub(crate) route_quotas: &'a BTreeMap<String, Vec<String>>,
+    /// What the run did over time, for the report's charts.
+    pub(crate) timeline: &'a Timeline,
 }
 
 /// Writes every result as it arrives until the feeders are done (or, after
@@ -150,6 +156,8 @@ pub(crate) async fn collect(
     tokio::pin!(grace);
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut sampler = tokio::time::interval(SAMPLE_EVERY);
+    sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut write_error = None;
     let mut last_save = Instant::now();
     loop {
@@ -210,6 +218,7 @@ pub(crate) async fn collect(
                     cx.opts.grace
                 ));
             }
+            _ = sampler.tick() => sample(cx, &tally),
             _ = ticker.tick() => {
                 note_store(cx, progress, &mut store_failing);
                 progress.update(tally.done, total, &status_line(cx, &tally), false);
@@ -223,6 +232,7 @@ pub(crate) async fn collect(
         }
     }
     tally.wall = start.elapsed();
+    sample(cx, &tally);
     tally.interrupted = interrupts > 0;
     progress.update(tally.done, total, &status_line(cx, &tally), true);
     if let Some(e) = save_paces(cx.opts, &cx.client.quota) {
@@ -331,6 +341,41 @@ fn signals() -> mpsc::UnboundedReceiver<&'static str> {
     rx
 }
 
+/// Until when `route` is held by a server's wait hint, if it is.
+fn held_until(cx: &Context<'_>, snapshot: &Snapshot, route: &str) -> Option<Instant> {
+    let quotas = cx.route_quotas.get(route)?;
+    snapshot
+        .cells
+        .iter()
+        .filter(|c| quotas.contains(&c.quota))
+        .filter_map(|c| c.hold_until)
+        .max()
+        .filter(|until| *until > snapshot.at)
+        .map(tokio::time::Instant::into_std)
+}
+
+/// The request pace in force on `route`, per second: its static quota, or
+/// its learned cells' paces summed over the models.
+fn pace_of(cx: &Context<'_>, snapshot: &Snapshot, route: &str) -> Option<f64> {
+    if let Some(rate) = cx.rates.get(route) {
+        return Some(*rate);
+    }
+    let quota = cx.learned.get(route)?;
+    let paces = snapshot.cells.iter().filter(|c| &c.quota == quota);
+    paces.map(|c| c.pace).reduce(|a, b| a + b)
+}
+
+/// Samples each route's pace in force and holds into the timeline.
+fn sample(cx: &Context<'_>, tally: &Tally) {
+    let snapshot = cx.client.quota.snapshot();
+    for route in tally.routes.keys() {
+        let lane = cx.timeline.lane(route);
+        let held = held_until(cx, &snapshot, route);
+        cx.timeline
+            .sample(lane, pace_of(cx, &snapshot, route), held);
+    }
+}
+
 /// The progress line: per route the achieved rate against its quota (or
 /// its learned paces), the ETA, 429s, retries, failures.
 fn status_line(cx: &Context<'_>, tally: &Tally) -> String {
@@ -339,20 +384,8 @@ fn status_line(cx: &Context<'_>, tally: &Tally) -> String {
     let mut parts = Vec::new();
     let mut eta = 0.0f64;
     for (route, st) in &tally.routes {
-        let held = cx
-            .route_quotas
-            .get(route)
-            .and_then(|quotas| {
-                snapshot
-                    .cells
-                    .iter()
-                    .filter(|c| quotas.contains(&c.quota))
-                    .filter_map(|c| c.hold_until)
-                    .max()
-            })
-            .map(|until| until.saturating_duration_since(snapshot.at))
-            .filter(|left| !left.is_zero());
-        let held = held.map_or(String::new(), |left| {
+        let held = held_until(cx, &snapshot, route).map_or(String::new(), |until| {
+            let left = until.saturating_duration_since(snapshot.at.into_std());
             format!(" held {:.0} s", left.as_secs_f64().ceil())
         });
         let rate = st.recent_rate(now);

@@ -19,6 +19,7 @@ use super::plan::RouteJobs;
 use super::send::{Done, ResponseFuture, Sent, answer, request, unix_ms};
 use super::source::{JobRef, Reader, Source};
 use super::stop::Blocked;
+use super::timeline::{Lane, Timeline};
 use crate::input::Job;
 
 /// The running feeders: their results, and the switches that stop them.
@@ -107,6 +108,7 @@ async fn overdue(attempts: &Attempts, deadline: Duration) {
 pub(crate) fn start(
     source: Source,
     routes: Vec<RouteJobs>,
+    timeline: &Timeline,
     service: &ClientService,
     key: &ApiKey,
     max_in_flight: usize,
@@ -121,6 +123,7 @@ pub(crate) fn start(
     let source = Arc::new(source);
     for RouteJobs { route, jobs, .. } in routes {
         let feeder = Feeder {
+            lane: timeline.lane(&route),
             route,
             source: source.clone(),
             service: service.clone(),
@@ -149,6 +152,8 @@ pub(crate) fn start(
 #[derive(Clone)]
 struct Feeder {
     route: String,
+    /// The route's lane in the run's timeline.
+    lane: Lane,
     /// The input, each job read again when its turn comes.
     source: Arc<Source>,
     service: ClientService,
@@ -187,7 +192,7 @@ impl Feeder {
                 _ = self.stop.wait_for(|s| *s) => break,
             };
             let attempts = Attempts::default();
-            let response = match request(&job, &attempts) {
+            let response = match request(&job, &attempts, self.lane) {
                 Ok(req) => match self.service.ready().await {
                     // Called here, in input order: the rate limiter queues it now.
                     Ok(svc) => Ok(svc.call(req)),

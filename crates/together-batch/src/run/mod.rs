@@ -14,6 +14,7 @@ use crate::progress::Progress;
 mod client;
 mod collect;
 mod feed;
+mod html;
 mod options;
 mod plan;
 mod render;
@@ -21,6 +22,7 @@ mod report;
 mod send;
 mod source;
 mod stop;
+mod timeline;
 
 pub(crate) use options::RunOptions;
 pub(crate) use report::Report;
@@ -30,9 +32,11 @@ pub(crate) use report::Report;
 pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
     // Everything that can fail does, before a request goes out.
     let input = plan::read_input(&opts)?;
-    plan::check_report_path(&opts)?;
+    plan::check_report_paths(&opts)?;
     let key = client::read_key(&opts)?;
-    let client = client::build(&opts, &key)?;
+    let _metrics = serve_metrics(&opts).await?;
+    let timeline = timeline::Timeline::new();
+    let client = client::build(&opts, &key, &timeline)?;
     // Only an output with lines is judged against the input's requests.
     let resuming = std::fs::metadata(&opts.output).is_ok_and(|m| m.len() > 0);
     let fingerprints: HashMap<u64, u64> = if resuming {
@@ -114,9 +118,11 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
             opts.input.display()
         )
     })?;
+    timeline.start_now();
     let feeders = feed::start(
         source,
         routes,
+        &timeline,
         &client.service,
         &key,
         opts.max_in_flight,
@@ -129,6 +135,7 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
         rates: &rates,
         learned: &learned,
         route_quotas: &route_quotas,
+        timeline: &timeline,
     };
     let tally = collect::collect(&cx, feeders, &mut out, &mut progress, tally, total).await?;
 
@@ -142,6 +149,28 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
         &rates,
         &learned,
     );
-    report.write(&opts)?;
+    report.write(&opts, &timeline.series())?;
     Ok(report)
+}
+
+/// Serves the metrics when `--metrics` asks, before the stack is built
+/// (its layers register their metrics then).
+#[cfg(feature = "metrics")]
+async fn serve_metrics(opts: &RunOptions) -> Result<Option<crate::metrics::Serving>, String> {
+    let Some(addr) = opts.metrics else {
+        return Ok(None);
+    };
+    let serving = crate::metrics::serve(addr).await?;
+    eprintln!("together-batch: metrics at http://{}/metrics", serving.addr);
+    Ok(Some(serving))
+}
+
+#[cfg(not(feature = "metrics"))]
+async fn serve_metrics(opts: &RunOptions) -> Result<Option<()>, String> {
+    match opts.metrics {
+        Some(_) => {
+            Err("--metrics: this build has no metrics feature (nothing was sent)".to_owned())
+        }
+        None => Ok(None),
+    }
 }

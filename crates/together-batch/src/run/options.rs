@@ -36,7 +36,12 @@ pub(crate) struct RunOptions {
     /// have to finish before they are abandoned.
     pub(crate) grace: Duration,
     pub(crate) quiet: bool,
-    pub(crate) report: Option<PathBuf>,
+    /// Where to write the report: as a page for a path ending `.html` or
+    /// `.htm`, as JSON for any other.
+    pub(crate) reports: Vec<PathBuf>,
+    /// Serves the layers' metrics in Prometheus's text format on this
+    /// address while the run goes (checked: loopback unless asked).
+    pub(crate) metrics: Option<std::net::SocketAddr>,
     pub(crate) redis: Option<String>,
     pub(crate) processes: u32,
     pub(crate) time_scale: f64,

@@ -76,10 +76,13 @@ pub(crate) fn unpaced(plan: &Plan) -> Option<String> {
 }
 
 /// Fails now if the report cannot be written later.
-pub(crate) fn check_report_path(opts: &RunOptions) -> Result<(), String> {
-    let Some(path) = &opts.report else {
-        return Ok(());
-    };
+pub(crate) fn check_report_paths(opts: &RunOptions) -> Result<(), String> {
+    opts.reports
+        .iter()
+        .try_for_each(|path| check_writable(path))
+}
+
+fn check_writable(path: &std::path::Path) -> Result<(), String> {
     let existed = path.exists();
     std::fs::OpenOptions::new()
         .create(true)

@@ -9,6 +9,7 @@ use super::client::Client;
 use super::collect::{Stats, Tally};
 use super::options::RunOptions;
 use super::plan::Plan;
+use super::timeline::Series;
 
 /// One route in the report.
 #[derive(Debug, Clone, Serialize)]
@@ -251,13 +252,26 @@ impl Report {
         }
     }
 
-    /// Writes the report as JSON to `--report`, if asked.
-    pub(crate) fn write(&self, opts: &RunOptions) -> Result<(), String> {
-        let Some(path) = &opts.report else {
-            return Ok(());
-        };
-        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
-        std::fs::write(path, text + "\n")
-            .map_err(|e| format!("cannot write the report {}: {e}", path.display()))
+    /// Writes the report to each `--report`: a page with the charts of
+    /// `series` for a name ending `.html` or `.htm`, JSON for any other.
+    pub(crate) fn write(&self, opts: &RunOptions, series: &Series) -> Result<(), String> {
+        for path in &opts.reports {
+            let text = if is_page(path) {
+                let json = serde_json::to_value(self).map_err(|e| e.to_string())?;
+                super::html::page(&json, series)?
+            } else {
+                serde_json::to_string_pretty(self).map_err(|e| e.to_string())? + "\n"
+            };
+            std::fs::write(path, text)
+                .map_err(|e| format!("cannot write the report {}: {e}", path.display()))?;
+        }
+        Ok(())
     }
+}
+
+/// Whether a report path asks for the page (`.html`, `.htm`).
+fn is_page(path: &std::path::Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"))
 }

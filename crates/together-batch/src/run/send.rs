@@ -10,6 +10,7 @@ use together_tower::stream::{Streamed, is_event_stream};
 use together_tower::{ApiKey, BoxError, ClientService, Error, HttpBody};
 use tower::Service;
 
+use super::timeline::Lane;
 use crate::input::Job;
 
 pub(super) type ResponseFuture = <ClientService as Service<Request<String>>>::Future;
@@ -26,8 +27,12 @@ pub(super) fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The request for `job`, counting its attempts.
-pub(super) fn request(job: &Job, attempts: &Attempts) -> Result<Request<String>, http::Error> {
+/// The request for `job`, counting its attempts, on its route's lane.
+pub(super) fn request(
+    job: &Job,
+    attempts: &Attempts,
+    lane: Lane,
+) -> Result<Request<String>, http::Error> {
     let mut req = Request::builder()
         .method(job.method.clone())
         .uri(job.path.as_str());
@@ -36,6 +41,7 @@ pub(super) fn request(job: &Job, attempts: &Attempts) -> Result<Request<String>,
     }
     let mut req = req.body(job.body.clone())?;
     req.extensions_mut().insert(attempts.clone());
+    req.extensions_mut().insert(lane);
     Ok(req)
 }
 
