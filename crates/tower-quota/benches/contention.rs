@@ -167,9 +167,32 @@ async fn memory_per_waiter(n: usize) {
     }
 }
 
-/// tower-quota alone at `per_sec` with `tasks` waiters.
+/// The runtime's floor: `tasks` tasks each sleeping until its own turn
+/// (`i / per_sec` from the start, the schedule a perfect limiter keeps),
+/// with no limiter at all: spawning, one timer each, one wakeup each, and
+/// the runtime parking between turns.
+async fn run_floor(tasks: u64, per_sec: u32) {
+    let start = tokio::time::Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let interval = Duration::from_secs(1) / per_sec;
+    measure(
+        "the runtime alone: each task sleeps to its turn",
+        tasks,
+        per_sec.into(),
+        || {
+            let turn = next.fetch_add(1, Ordering::Relaxed);
+            let at = start + interval * u32::try_from(turn).unwrap_or(u32::MAX);
+            tokio::time::sleep_until(at)
+        },
+    )
+    .await
+    .print();
+}
+
+/// tower-quota alone at `per_sec` with `tasks` waiters, and the runtime's floor.
 async fn run_quota(tasks: u64, per_sec: u32) {
     println!("\n{tasks} tasks through {per_sec}/s (burst 1):");
+    run_floor(tasks, per_sec).await;
     let svc = RateLimit::new(noop(), limits(per_sec));
     measure(
         "tower-quota RateLimit (margin 0)",
