@@ -35,7 +35,8 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, HeaderValue};
+use http::header::RETRY_AFTER;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The longest wait a hint may ask for before it is treated as garbage (one day).
 ///
@@ -93,7 +94,7 @@ impl fmt::Display for HintSource {
 /// Returns `None` when no header carries a usable hint. See the
 /// [module docs](self) for the precedence and what counts as usable.
 pub fn parse_wait_hint(headers: &HeaderMap, now: SystemTime) -> Option<WaitHint> {
-    if let Some(delay) = header(headers, "retry-after-ms").and_then(|v| {
+    if let Some(delay) = header(headers, RETRY_AFTER_MS).and_then(|v| {
         let ms = parse_decimal(v)?;
         seconds_to_duration(ms / 1000.0)
     }) {
@@ -102,7 +103,7 @@ pub fn parse_wait_hint(headers: &HeaderMap, now: SystemTime) -> Option<WaitHint>
             source: HintSource::RetryAfterMs,
         });
     }
-    if let Some(value) = header(headers, "retry-after") {
+    if let Some(value) = header(headers, RETRY_AFTER) {
         if let Some(delay) = parse_decimal(value).and_then(seconds_to_duration) {
             return Some(WaitHint {
                 delay,
@@ -117,7 +118,7 @@ pub fn parse_wait_hint(headers: &HeaderMap, now: SystemTime) -> Option<WaitHint>
         }
         tracing::debug!(value, "ignoring malformed retry-after header");
     }
-    if let Some(delay) = header(headers, "x-ratelimit-reset").and_then(|v| {
+    if let Some(delay) = header(headers, X_RATELIMIT_RESET).and_then(|v| {
         let secs = parse_decimal(v)?;
         if secs >= EPOCH_THRESHOLD_SECS {
             let at = UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(secs).ok()?)?;
@@ -135,13 +136,33 @@ pub fn parse_wait_hint(headers: &HeaderMap, now: SystemTime) -> Option<WaitHint>
     None
 }
 
+/// `retry-after-ms`, named once (a `&str` name is parsed at every lookup).
+pub const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+/// `x-ratelimit-reset`.
+pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+/// `x-ratelimit-remaining`.
+pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+
+/// Whether `headers` holds any header a wait hint is read from
+/// (`retry-after-ms`, `retry-after`, `x-ratelimit-reset`): a cheap test
+/// before [`parse_wait_hint`], which also reads the clock.
+pub fn has_wait_hint(headers: &HeaderMap) -> bool {
+    !headers.is_empty()
+        && (headers.contains_key(RETRY_AFTER_MS)
+            || headers.contains_key(RETRY_AFTER)
+            || headers.contains_key(X_RATELIMIT_RESET))
+}
+
 /// The header's value as text, or `None` (with a trace event) when it is absent or not ASCII.
-fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Option<&'a str> {
-    let value: &HeaderValue = headers.get(name)?;
+fn header(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
+    let value: &HeaderValue = headers.get(&name)?;
     match value.to_str() {
         Ok(text) => Some(text.trim()),
         Err(_) => {
-            tracing::debug!(header = name, "ignoring non-ASCII wait hint header");
+            tracing::debug!(
+                header = name.as_str(),
+                "ignoring non-ASCII wait hint header"
+            );
             None
         }
     }
@@ -202,6 +223,25 @@ mod tests {
             map.insert(*name, HeaderValue::from_str(value).unwrap());
         }
         map
+    }
+
+    #[test]
+    fn the_cheap_test_knows_every_header_a_hint_is_read_from() {
+        for name in ["retry-after-ms", "retry-after", "x-ratelimit-reset"] {
+            let map = headers(&[(name, "2")]);
+            assert!(has_wait_hint(&map), "{name}");
+            assert!(parse_wait_hint(&map, at(0)).is_some(), "{name}");
+        }
+        for map in [
+            HeaderMap::new(),
+            headers(&[
+                ("x-ratelimit-remaining", "0"),
+                ("content-type", "text/plain"),
+            ]),
+        ] {
+            assert!(!has_wait_hint(&map));
+            assert!(parse_wait_hint(&map, at(0)).is_none());
+        }
     }
 
     fn at(secs: u64) -> SystemTime {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode};
-use limit_text::hint::{HintSource, parse_wait_hint};
+use limit_text::hint::{HintSource, X_RATELIMIT_REMAINING, has_wait_hint, parse_wait_hint};
 use tokio::time::Instant;
 
 use crate::learn::{Answered, CellName, Move};
@@ -24,9 +24,14 @@ impl Engine {
         if !self.limits.feedback {
             return None;
         }
+        // Most answers carry nothing to hold on: no clock, no parsing.
+        let remaining = headers.get(X_RATELIMIT_REMAINING);
+        if status != StatusCode::TOO_MANY_REQUESTS && remaining.is_none() && !has_wait_hint(headers)
+        {
+            return None;
+        }
         let hint = parse_wait_hint(headers, SystemTime::now());
-        let remaining_zero = headers
-            .get("x-ratelimit-remaining")
+        let remaining_zero = remaining
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
             .is_some_and(|v| v <= 0.0);
