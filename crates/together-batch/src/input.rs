@@ -1,7 +1,6 @@
 //! Reading the input JSONL: the batch format or bare request bodies, one
 //! entry per non-blank line, malformed lines kept as that line's error.
 
-use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::io::BufRead;
 
@@ -95,6 +94,7 @@ impl Entry {
         }
     }
 
+    #[cfg(any(test, feature = "demo"))]
     pub(crate) fn line(&self) -> usize {
         match self {
             Entry::Job(j) => j.line,
@@ -105,12 +105,14 @@ impl Entry {
 
 /// Parses the input. Fails (before anything is sent) when two lines share a
 /// custom_id; a malformed line becomes an [`Entry::Bad`] and the rest proceed.
+#[cfg(any(test, feature = "demo"))]
 pub(crate) fn parse(bytes: &[u8], endpoint: Option<&str>) -> Result<Vec<Entry>, String> {
     parse_reader(bytes, endpoint).map_err(|e| e.to_string())?
 }
 
 /// [`parse`] over a reader, a line at a time: the input is never held whole.
 /// Fails with an I/O error, or (inside) as [`parse`] does.
+#[cfg(any(test, feature = "demo"))]
 pub(crate) fn parse_reader(
     reader: impl BufRead,
     endpoint: Option<&str>,
@@ -295,8 +297,10 @@ pub(crate) fn parse_line(raw: &[u8], line: usize, endpoint: Option<&str>) -> Ent
     })
 }
 
+#[cfg(any(test, feature = "demo"))]
 fn check_unique(entries: &[Entry]) -> Result<(), String> {
-    let mut first: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+    let mut first: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(entries.len());
     let mut dups = Vec::new();
     for e in entries {
         let Some(id) = e.custom_id() else { continue };
