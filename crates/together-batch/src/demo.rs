@@ -46,7 +46,7 @@ pub(crate) struct DemoArgs {
     #[arg(short, long)]
     quiet: bool,
     /// Writes the summary to this file: a page with a chart per route for
-    /// a name ending `.html`, JSON for any other (may be given twice).
+    /// a name ending `.html`, JSON for any other (may be given more than once).
     #[arg(long, value_name = "FILE")]
     report: Vec<PathBuf>,
 }
@@ -216,6 +216,7 @@ pub(crate) fn dynamic_view(sim: &SimHandle) -> String {
 /// Runs the demo.
 pub(crate) async fn demo(args: DemoArgs) -> ExitCode {
     match demo_inner(args).await {
+        Ok(report) if report.report_error.is_some() => ExitCode::from(2),
         Ok(report) if report.failed == 0 && report.unanswered == 0 => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
         Err(e) => {
@@ -267,6 +268,9 @@ async fn demo_inner(args: DemoArgs) -> Result<Report, String> {
     let report = run::run(opts.clone()).await?;
     print!("{}", report.render());
     print!("{}", dynamic_view(&sim));
+    if let Some(e) = &report.report_error {
+        eprintln!("together-batch: error: {e}");
+    }
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     } else {

@@ -85,9 +85,8 @@
 //!
 //! 0 when every line is answered successfully, 1 when some failed (in this
 //! run or an earlier one) or were left unanswered (interrupted, stopped
-//! early), 2 when the output stopped taking writes (after the summary) or
-//! the run could not start (nothing
-//! was sent).
+//! early), 2 when the output or a report stopped taking writes (after the
+//! summary) or the run could not start (nothing was sent).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -219,7 +218,7 @@ struct RunArgs {
     quiet: bool,
     /// Writes the summary to this file: a page with a chart per route (the
     /// rate sent against the pace, 429s, retries, holds) for a name ending
-    /// `.html`, JSON for any other. May be given twice.
+    /// `.html`, JSON for any other. May be given more than once.
     #[arg(long, value_name = "FILE")]
     report: Vec<PathBuf>,
     /// Serves the stack's metrics in Prometheus's text format at
@@ -466,7 +465,10 @@ async fn run_command(args: RunArgs) -> ExitCode {
     match run::run(opts).await {
         Ok(report) => {
             print!("{}", report.render());
-            if report.output_error.is_some() {
+            if let Some(e) = &report.report_error {
+                eprintln!("together-batch: error: {e}");
+            }
+            if report.output_error.is_some() || report.report_error.is_some() {
                 ExitCode::from(2)
             } else if report.failed == 0 && report.unanswered == 0 && report.failed_earlier == 0 {
                 ExitCode::SUCCESS

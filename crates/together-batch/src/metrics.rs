@@ -6,6 +6,7 @@
 //! The address is checked before anything is sent: it must be an IP and a
 //! port (or `localhost:PORT`), on loopback unless `--metrics-public`, and
 //! free. Port 0 takes a free one; the address served is printed on stderr.
+//! One request per connection, 16 connections at once, 30 s each at most.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -27,6 +28,9 @@ use tokio::sync::Semaphore;
 const MAX_CONNECTIONS: usize = 16;
 /// How long a scraper may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one connection may last, its answer read included (a scraper
+/// that stops reading loses its place after this).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often histograms are kept to their window.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -115,10 +119,14 @@ async fn accept(listener: TcpListener, handle: PrometheusHandle) {
             let served = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!("metrics: a scrape failed: {e}");
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_TIMEOUT, served).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!("metrics: a scrape failed: {e}"),
+                Err(_) => {
+                    tracing::debug!("metrics: a scrape took over {CONNECTION_TIMEOUT:?}: closed")
+                }
             }
             drop(place);
         });

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use serde_json::Value;
-use together_sim::config::{CHAT, HeaderConfig, RouteLimits};
+use together_sim::config::{CHAT, EMBEDDINGS, HeaderConfig, RouteLimits};
 use together_sim::{Mode, Rate, Sim};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -167,6 +167,14 @@ async fn the_page_marks_429s_retries_and_holds_on_their_route() {
                 ..RouteLimits::default()
             },
         )
+        // Twice the client's pace on embeddings: no 429 there.
+        .route_limits(
+            EMBEDDINGS,
+            RouteLimits {
+                requests: Some(Rate::per_minute(600)),
+                ..RouteLimits::default()
+            },
+        )
         .headers(HeaderConfig {
             success_headers: false,
             ..HeaderConfig::default()
@@ -220,7 +228,7 @@ async fn the_page_marks_429s_retries_and_holds_on_their_route() {
     ] {
         assert!(chat.contains(mark), "chat: no {mark:?}");
     }
-    // The embeddings' limit is the client's: nothing to mark there.
+    // Embeddings went at half the server's limit: nothing to mark there.
     let embeddings = section("POST /v1/embeddings");
     assert!(
         !embeddings.contains("429 answers"),
@@ -231,15 +239,15 @@ async fn the_page_marks_429s_retries_and_holds_on_their_route() {
     sim.shutdown().await;
 }
 
-/// `GET /metrics` from `addr`, the body; `None` once nothing listens
-/// there (the run ended).
+/// `GET /metrics` from `addr`, the body; `None` when the connection fails
+/// (the run ended, and its server with it, during the scrape).
 async fn scrape(addr: &str) -> Option<String> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
+    stream.write_all(req.as_bytes()).await.ok()?;
     let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    stream.read_to_string(&mut text).await.ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
     Some(body.to_owned())
@@ -355,5 +363,58 @@ async fn an_unusable_metrics_address_or_report_fails_before_anything_is_sent() {
     }
     assert_eq!(sim.stats().total_requests, 0);
     drop(listener);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_that_cannot_be_written_at_the_end_keeps_the_summary_and_the_others() {
+    let sim = Sim::builder()
+        .time_scale(5.0)
+        .mode(Mode::Sliding)
+        .api_key("test-key")
+        .spawn()
+        .await
+        .unwrap();
+    let dir = scratch("report-late-failure");
+    let gone = dir.join("gone");
+    std::fs::create_dir_all(&gone).unwrap();
+    let (input, output, json, page) = (
+        dir.join("in.jsonl"),
+        dir.join("out.jsonl"),
+        dir.join("r.json"),
+        gone.join("r.html"),
+    );
+    std::fs::write(&input, mixed_input(60)).unwrap();
+    let base = sim.base_url();
+    let extra = [
+        "--quiet",
+        "--report",
+        page.to_str().unwrap(),
+        "--report",
+        json.to_str().unwrap(),
+    ];
+    let child = start(
+        Some("test-key"),
+        &run_args(&input, &output, &base, "5", "0.05", &extra),
+    );
+    // The page's directory goes once sending has started (the checks
+    // before it passed).
+    let began = std::time::Instant::now();
+    while sim.stats().total_requests == 0 {
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "nothing was sent"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    std::fs::remove_dir_all(&gone).unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(stdout.contains("60 lines: 60 ok"), "{stdout}");
+    assert!(stderr.contains("cannot write the report"), "{stderr}");
+    assert!(stderr.contains("r.html"), "{stderr}");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(json["ok"], 60);
     sim.shutdown().await;
 }

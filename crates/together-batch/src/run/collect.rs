@@ -368,9 +368,11 @@ fn pace_of(cx: &Context<'_>, snapshot: &Snapshot, route: &str) -> Option<f64> {
 /// Samples each route's pace in force and holds into the timeline.
 fn sample(cx: &Context<'_>, tally: &Tally) {
     let snapshot = cx.client.quota.snapshot();
+    let next = Instant::now() + SAMPLE_EVERY;
     for route in tally.routes.keys() {
         let lane = cx.timeline.lane(route);
-        let held = held_until(cx, &snapshot, route);
+        // Marked up to the next sample, which marks on if the hold goes on.
+        let held = held_until(cx, &snapshot, route).map(|until| until.min(next));
         cx.timeline
             .sample(lane, pace_of(cx, &snapshot, route), held);
     }

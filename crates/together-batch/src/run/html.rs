@@ -87,8 +87,11 @@ fn drawn(bins: &[Bin], width: Duration, wall: Duration) -> Vec<Drawn> {
     let target = (wall.as_secs_f64() / DRAWN_BINS).max(MIN_DRAWN.as_secs_f64());
     let per = (target / width.as_secs_f64()).ceil().max(1.0) as usize;
     let step = width.as_secs_f64() * per as f64;
+    let end = wall.as_secs_f64();
     bins.chunks(per)
         .enumerate()
+        // Nothing after the run (the first bin even for a run of no time).
+        .take_while(|(i, _)| *i == 0 || (*i as f64) * step < end)
         .map(|(i, chunk)| {
             let bin = chunk.iter().fold(Bin::default(), |acc, b| Bin {
                 sent: acc.sent + b.sent,
@@ -117,11 +120,7 @@ fn drawn(bins: &[Bin], width: Duration, wall: Duration) -> Vec<Drawn> {
 fn chart(bins: &[Bin], width: Duration, wall: Duration) -> Result<String, String> {
     let drawn = drawn(bins, width, wall);
     let rate = |d: &Drawn| f64::from(d.bin.sent) / (d.to - d.from).max(1e-9);
-    let x_max = drawn
-        .last()
-        .map_or(1.0, |d| d.to)
-        .max(wall.as_secs_f64())
-        .max(0.1);
+    let x_max = wall.as_secs_f64().max(0.1);
     let top = drawn
         .iter()
         .flat_map(|d| [rate(d), if d.bin.pace.is_nan() { 0.0 } else { d.bin.pace }])
@@ -425,6 +424,13 @@ mod tests {
         assert_eq!(sent, bins.iter().map(|b| b.sent).sum::<u32>());
         assert!(drawn.len() <= DRAWN_BINS as usize + 1, "{}", drawn.len());
         assert!((drawn.last().unwrap().to - 50.0).abs() < 1e-9);
+        // Bins past the run's end (a hold marked beyond it) are not drawn.
+        let drawn = super::drawn(&bins, Duration::from_millis(50), Duration::from_secs(40));
+        assert!((drawn.last().unwrap().to - 40.0).abs() < 1e-9);
+        assert!(drawn.iter().all(|d| d.from < 40.0));
+        let one = super::drawn(&bins[..3], Duration::from_millis(50), Duration::ZERO);
+        assert_eq!(one.len(), 1);
+        assert!(one[0].to > one[0].from);
     }
 
     #[test]

@@ -140,7 +140,7 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
     let tally = collect::collect(&cx, feeders, &mut out, &mut progress, tally, total).await?;
 
     let failed_earlier = prev.failed_earlier as u64;
-    let report = Report::new(
+    let mut report = Report::new(
         &opts,
         failed_earlier,
         &plan,
@@ -149,7 +149,7 @@ pub(crate) async fn run(opts: RunOptions) -> Result<Report, String> {
         &rates,
         &learned,
     );
-    report.write(&opts, &timeline.series())?;
+    report.report_error = report.write(&opts, &timeline.series()).err();
     Ok(report)
 }
 

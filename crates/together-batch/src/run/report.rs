@@ -102,6 +102,10 @@ pub(crate) struct Report {
     /// The output stopped taking writes (a full disk): why. Answers after
     /// it are not recorded; their lines are sent again on resume.
     pub(crate) output_error: Option<String>,
+    /// A `--report` that could not be written after the run (the others
+    /// were): said after the summary, exit status 2.
+    #[serde(skip)]
+    pub(crate) report_error: Option<String>,
     /// Lines left without an answer (interrupted); sent on resume.
     pub(crate) unanswered: u64,
     pub(crate) interrupted: bool,
@@ -237,6 +241,7 @@ impl Report {
             failure_reasons: reasons,
             stopped_early: tally.stops.clone(),
             output_error: tally.output_error.clone(),
+            report_error: None,
             unanswered: plan.total - tally.done,
             interrupted: tally.interrupted,
             wall_secs,
@@ -254,18 +259,32 @@ impl Report {
 
     /// Writes the report to each `--report`: a page with the charts of
     /// `series` for a name ending `.html` or `.htm`, JSON for any other.
+    /// One that fails does not keep the others from being written; the
+    /// failures are returned together.
     pub(crate) fn write(&self, opts: &RunOptions, series: &Series) -> Result<(), String> {
-        for path in &opts.reports {
-            let text = if is_page(path) {
-                let json = serde_json::to_value(self).map_err(|e| e.to_string())?;
-                super::html::page(&json, series)?
-            } else {
-                serde_json::to_string_pretty(self).map_err(|e| e.to_string())? + "\n"
-            };
-            std::fs::write(path, text)
-                .map_err(|e| format!("cannot write the report {}: {e}", path.display()))?;
+        let errors: Vec<String> = opts
+            .reports
+            .iter()
+            .filter_map(|path| {
+                let text = if is_page(path) {
+                    serde_json::to_value(self)
+                        .map_err(|e| e.to_string())
+                        .and_then(|json| super::html::page(&json, series))
+                } else {
+                    serde_json::to_string_pretty(self)
+                        .map(|t| t + "\n")
+                        .map_err(|e| e.to_string())
+                };
+                text.and_then(|t| std::fs::write(path, t).map_err(|e| e.to_string()))
+                    .map_err(|e| format!("cannot write the report {}: {e}", path.display()))
+                    .err()
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
         }
-        Ok(())
     }
 }
 

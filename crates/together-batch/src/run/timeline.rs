@@ -147,11 +147,16 @@ impl Timeline {
         self.at(lane, Instant::now(), |b| b.throttled += 1);
     }
 
-    /// The pace in force now, and until when the route is held if it is
-    /// (the bins from now to then are marked: a hold is known when it
-    /// starts, so one is missed only if it starts and ends between samples).
+    /// The pace in force now, and until when the route is held if it is:
+    /// the bins from now to then are marked (a hold is known when it
+    /// starts, so one is missed only if it starts and ends between
+    /// samples); the caller bounds `held_until` to its next sample, so a
+    /// hold that outlasts the run does not stretch the chart.
     pub(crate) fn sample(&self, lane: Lane, pace: Option<f64>, held_until: Option<Instant>) {
-        let now = Instant::now();
+        self.sample_at(lane, Instant::now(), pace, held_until);
+    }
+
+    fn sample_at(&self, lane: Lane, now: Instant, pace: Option<f64>, held_until: Option<Instant>) {
         self.at(lane, now, |b| {
             if let Some(p) = pace.filter(|p| p.is_finite()) {
                 b.pace = p;
@@ -308,15 +313,18 @@ mod tests {
     fn a_hold_marks_the_bins_until_it_ends() {
         let timeline = Timeline::new();
         let lane = timeline.lane("a");
-        let now = Instant::now();
-        timeline.sample(lane, Some(4.0), Some(now + Duration::from_millis(420)));
+        let start = timeline.lock().start;
+        let now = start + Duration::from_millis(120);
+        timeline.sample_at(lane, now, Some(4.0), Some(now + Duration::from_millis(420)));
         let bins = &timeline.series().routes[0].1;
         let held = bins.iter().filter(|b| b.held).count();
-        // From the bin of now to the bin of now + 420 ms: 9 or 10 bins of 50 ms.
-        assert!((9..=10).contains(&held), "{held} of {}", bins.len());
-        assert!(bins[bins.len() - 1].held);
+        // From the bin of 120 ms (the third) to the bin of 540 ms (the eleventh).
+        assert_eq!(held, 9, "{bins:?}");
+        assert_eq!(bins.len(), 11);
+        assert!(!bins[1].held && bins[2].held && bins[10].held);
+        assert_eq!(bins[2].pace, 4.0);
         // A hold already over marks nothing.
-        timeline.sample(lane, None, Some(now));
+        timeline.sample_at(lane, now + Duration::from_secs(1), None, Some(now));
         assert_eq!(
             timeline.series().routes[0]
                 .1
