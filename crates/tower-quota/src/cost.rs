@@ -188,12 +188,14 @@ impl KeyBy {
         matches!(self, KeyBy::BodyField(_))
     }
 
-    pub(crate) fn key_of(&self, parts: &Parts, fields: Option<&BodyFields>) -> Option<String> {
+    /// The request's key, made once as the cell map keeps it (one
+    /// allocation, not a `String` copied into an `Arc`).
+    pub(crate) fn key_of(&self, parts: &Parts, fields: Option<&BodyFields>) -> Option<Arc<str>> {
         match self {
-            KeyBy::BodyField(field) => fields?.field(field).map(str::to_owned),
+            KeyBy::BodyField(field) => fields?.field(field).map(Arc::from),
             KeyBy::Header(name) => {
                 let value = parts.headers.get(name)?;
-                Some(format!("#{:016x}", fnv1a(value.as_bytes())))
+                Some(Arc::from(format!("#{:016x}", fnv1a(value.as_bytes()))))
             }
         }
     }

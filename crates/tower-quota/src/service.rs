@@ -99,8 +99,7 @@ impl<S> RateLimit<S> {
                 let key = q
                     .key
                     .as_ref()
-                    .and_then(|k| k.key_of(&parts, fields.as_ref()))
-                    .map(Arc::from);
+                    .and_then(|k| k.key_of(&parts, fields.as_ref()));
                 let cost = q.cost.of(&parts, fields.as_ref(), bytes);
                 (
                     CellKey { quota, key },
