@@ -33,6 +33,10 @@ pub struct PathPattern {
     segments: Vec<Segment>,
     /// The segment captured by [`capture`](Self::capture): `{id}`, else the first parameter.
     id_at: Option<usize>,
+    /// For a pattern of literal segments only, the one path written
+    /// canonically (`/a/b`) it matches: most requests are matched by one
+    /// comparison instead of a walk over the segments.
+    literal: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,10 +71,22 @@ impl PathPattern {
                 }
             })
             .collect::<Result<_, _>>()?;
+        let literal = first_param.is_none().then(|| {
+            let mut canonical = String::new();
+            for segment in split(text) {
+                canonical.push('/');
+                canonical.push_str(segment);
+            }
+            if canonical.is_empty() {
+                canonical.push('/');
+            }
+            canonical
+        });
         Ok(PathPattern {
             text: text.to_owned(),
             segments,
             id_at: id_at.or(first_param),
+            literal,
         })
     }
 
@@ -101,6 +117,21 @@ impl PathPattern {
     /// `None` when `path` does not match the whole pattern; otherwise
     /// `Some` of the `{id}` segment (or the first parameter), if the pattern has one.
     pub fn capture<'a>(&self, path: &'a str) -> Option<Option<&'a str>> {
+        if let Some(literal) = &self.literal {
+            let path = path.split_once('?').map_or(path, |(p, _)| p);
+            if path == literal {
+                return Some(None);
+            }
+            // A path written canonically decides by that comparison alone.
+            if is_canonical(path) {
+                return None;
+            }
+        }
+        self.walk(path)
+    }
+
+    /// [`capture`](Self::capture) by walking the segments.
+    fn walk<'a>(&self, path: &'a str) -> Option<Option<&'a str>> {
         let mut parts = split(path);
         let mut id = None;
         for (i, segment) in self.segments.iter().enumerate() {
@@ -128,6 +159,12 @@ impl fmt::Display for PathPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
     }
+}
+
+/// Whether a path (without its query) has one `/` before each segment and
+/// none after the last: `split` and joining would give it back as it is.
+fn is_canonical(path: &str) -> bool {
+    path.starts_with('/') && (path == "/" || !path.ends_with('/')) && !path.contains("//")
 }
 
 fn split(path: &str) -> impl Iterator<Item = &str> {
@@ -179,6 +216,60 @@ mod tests {
         let l = PathPattern::parse("/v1/fine-tunes").unwrap();
         assert!(!l.has_param());
         assert_eq!(l.capture("/v1/fine-tunes"), Some(None));
+    }
+
+    #[test]
+    fn a_literal_pattern_decides_by_one_comparison_as_the_walk_would() {
+        let patterns = ["/v1/chat/completions", "/v1/files", "/", "/v1//models/"];
+        let paths = [
+            "/v1/chat/completions",
+            "/v1/chat/completions/",
+            "//v1/chat//completions",
+            "/v1/chat/completions?x=1",
+            "/v1/chat/completions/?x=1",
+            "v1/chat/completions",
+            "/v1/chat",
+            "/v1/chat/completionsX",
+            "/v1/files",
+            "/v1/files/f-1",
+            "/v1/models",
+            "/v1/models/",
+            "/",
+            "",
+            "//",
+            "?q",
+            "/?q",
+        ];
+        for pattern in patterns {
+            let p = PathPattern::parse(pattern).unwrap();
+            assert!(p.literal.is_some(), "{pattern}");
+            for path in paths {
+                assert_eq!(p.capture(path), p.walk(path), "{pattern} against {path:?}");
+            }
+        }
+        // Every path of up to 7 characters of `/ a b ?`, against short patterns.
+        let alphabet = ['/', 'a', 'b', '?'];
+        let mut all = vec![String::new()];
+        for _ in 0..7 {
+            let longer: Vec<String> = all
+                .iter()
+                .filter(|s| s.len() == all.last().map_or(0, String::len))
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            all.extend(longer);
+        }
+        assert!(all.len() > 20_000);
+        for pattern in ["/a", "/a/b", "/", "/b/a/", "/aa"] {
+            let p = PathPattern::parse(pattern).unwrap();
+            for path in &all {
+                assert_eq!(p.capture(path), p.walk(path), "{pattern} against {path:?}");
+            }
+        }
+        let p = PathPattern::parse("/v1/chat/completions").unwrap();
+        assert_eq!(p.capture("/v1/chat/completions"), Some(None));
+        assert_eq!(p.capture("//v1/chat//completions/"), Some(None));
+        assert_eq!(p.capture("/v1/chat/completion"), None);
+        assert!(PathPattern::parse("/v1/{id}").unwrap().literal.is_none());
     }
 
     #[test]
