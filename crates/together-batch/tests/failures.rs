@@ -7,20 +7,10 @@ mod common;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use together_sim::Sim;
 use together_sim::config::{FaultKind, FaultRule};
-use together_sim::{Mode, Sim, SimHandle};
 
 use common::*;
-
-async fn sim(scale: f64) -> SimHandle {
-    Sim::builder()
-        .time_scale(scale)
-        .mode(Mode::Sliding)
-        .api_key("test-key")
-        .spawn()
-        .await
-        .unwrap()
-}
 
 fn chat_lines(n: usize, model: &str) -> String {
     (0..n)
@@ -42,7 +32,7 @@ fn closed_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_key_stops_the_run_within_the_first_answers() {
-    let sim = sim(20.0).await;
+    let sim = seed_sim(20.0).await;
     let dir = scratch("stop-key");
     let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
     std::fs::write(&input, chat_lines(60, MODEL)).unwrap();
@@ -83,7 +73,7 @@ async fn a_refused_key_stops_the_run_within_the_first_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_model_stops_that_model_only_and_names_the_closest() {
-    let sim = sim(20.0).await;
+    let sim = seed_sim(20.0).await;
     let dir = scratch("stop-model");
     let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
     let mut text = chat_lines(30, "meta-llama/Llama-3.3-70B-Instruct");
@@ -130,7 +120,7 @@ async fn an_unknown_model_stops_that_model_only_and_names_the_closest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_base_url_stops_and_the_re_run_sends_every_line() {
-    let sim = sim(20.0).await;
+    let sim = seed_sim(20.0).await;
     let dir = scratch("stop-url");
     let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
     std::fs::write(&input, chat_lines(20, MODEL)).unwrap();
@@ -176,7 +166,7 @@ async fn an_unreachable_base_url_stops_and_the_re_run_sends_every_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bare_bodies_without_an_endpoint_are_sent_once_it_is_given() {
-    let sim = sim(20.0).await;
+    let sim = seed_sim(20.0).await;
     let dir = scratch("rerun-endpoint");
     let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
     let text: String = (0..3)
@@ -217,7 +207,7 @@ async fn bare_bodies_without_an_endpoint_are_sent_once_it_is_given() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_base_url_ending_in_v1_works() {
-    let sim = sim(20.0).await;
+    let sim = seed_sim(20.0).await;
     let dir = scratch("v1");
     let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
     std::fs::write(&input, chat_lines(3, MODEL)).unwrap();
@@ -237,7 +227,7 @@ async fn a_base_url_ending_in_v1_works() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_sends_its_lines_in_input_order() {
     // 20/s: lines 50 ms apart, so the arrival order is the sending order.
-    let sim = sim(2.0).await;
+    let sim = seed_sim(2.0).await;
     let dir = scratch("order");
     let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
     std::fs::write(&input, chat_lines(40, MODEL)).unwrap();
@@ -305,7 +295,7 @@ async fn ctrl_c_counts_the_requests_really_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verbose_shows_the_stack_without_hyper_chatter() {
-    let sim = sim(20.0).await;
+    let sim = seed_sim(20.0).await;
     let dir = scratch("verbose");
     let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
     std::fs::write(&input, mixed_input(25)).unwrap();
@@ -338,7 +328,7 @@ async fn verbose_shows_the_stack_without_hyper_chatter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_up_to_date_re_run_and_a_single_request_read_right() {
-    let sim = sim(20.0).await;
+    let sim = seed_sim(20.0).await;
     let dir = scratch("small-items");
     let (input, output, report) = (
         dir.join("in.jsonl"),
@@ -379,7 +369,7 @@ async fn an_up_to_date_re_run_and_a_single_request_read_right() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_checks_fail_before_anything_is_sent() {
-    let sim = sim(20.0).await;
+    let sim = seed_sim(20.0).await;
     let dir = scratch("startup");
     let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
     std::fs::write(&input, chat_lines(3, MODEL)).unwrap();
@@ -465,7 +455,7 @@ async fn start_up_checks_fail_before_anything_is_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_redis_is_said_and_counted() {
-    let sim = sim(20.0).await;
+    let sim = seed_sim(20.0).await;
     let dir = scratch("redis-down");
     let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
     std::fs::write(&input, chat_lines(10, MODEL)).unwrap();
@@ -497,7 +487,7 @@ async fn an_unreachable_redis_is_said_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_mid_run_still_prints_the_summary() {
-    let sim = sim(20.0).await;
+    let sim = seed_sim(20.0).await;
     let dir = scratch("full-disk");
     let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
     std::fs::write(&input, chat_lines(200, MODEL)).unwrap();

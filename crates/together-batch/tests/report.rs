@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -12,6 +13,41 @@ use together_sim::{Mode, Rate, Sim};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use common::*;
+
+/// A run's files in a scratch directory: an input of `lines` mixed lines,
+/// the output, a JSON report and a page (in `page_dir` under it, made).
+struct Files {
+    input: PathBuf,
+    output: PathBuf,
+    json: PathBuf,
+    page: PathBuf,
+}
+
+impl Files {
+    fn new(test: &str, lines: usize, page_dir: &str) -> Files {
+        let dir = scratch(test);
+        std::fs::create_dir_all(dir.join(page_dir)).unwrap();
+        let files = Files {
+            input: dir.join("in.jsonl"),
+            output: dir.join("out.jsonl"),
+            json: dir.join("r.json"),
+            page: dir.join(page_dir).join("r.html"),
+        };
+        std::fs::write(&files.input, mixed_input(lines)).unwrap();
+        files
+    }
+
+    /// `--quiet` and both reports.
+    fn report_args(&self) -> [&str; 5] {
+        [
+            "--quiet",
+            "--report",
+            self.page.to_str().unwrap(),
+            "--report",
+            self.json.to_str().unwrap(),
+        ]
+    }
+}
 
 /// The cells of one table row: each `data-field`, with its `data-value`
 /// for a number or its text otherwise.
@@ -183,30 +219,17 @@ async fn the_page_marks_429s_retries_and_holds_on_their_route() {
         .spawn()
         .await
         .unwrap();
-    let dir = scratch("page-marks");
-    let (input, output, json, html) = (
-        dir.join("in.jsonl"),
-        dir.join("out.jsonl"),
-        dir.join("r.json"),
-        dir.join("r.html"),
-    );
-    std::fs::write(&input, mixed_input(90)).unwrap();
+    let files = Files::new("page-marks", 90, ".");
     let base = sim.base_url();
-    let extra = [
-        "--quiet",
-        "--report",
-        html.to_str().unwrap(),
-        "--report",
-        json.to_str().unwrap(),
-    ];
+    let extra = files.report_args();
     let out = run(
         Some("test-key"),
-        &run_args(&input, &output, &base, "10", "0.05", &extra),
+        &run_args(&files.input, &files.output, &base, "10", "0.05", &extra),
     )
     .await;
     let (stdout, stderr) = texts(&out);
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let html = std::fs::read_to_string(&html).unwrap();
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&files.json).unwrap()).unwrap();
+    let html = std::fs::read_to_string(&files.page).unwrap();
     assert!(
         json["responses_429"].as_u64().unwrap() > 0,
         "{stdout}\n{stderr}"
@@ -263,13 +286,7 @@ fn total(text: &str, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_during_a_run_and_the_grants_rise() {
-    let sim = Sim::builder()
-        .time_scale(5.0)
-        .mode(Mode::Sliding)
-        .api_key("test-key")
-        .spawn()
-        .await
-        .unwrap();
+    let sim = seed_sim(5.0).await;
     let dir = scratch("metrics-scrape");
     let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
     // 80 chats at 50/s and 40 embeddings at 25/s (the seed's, x5): 1.6 s.
@@ -323,12 +340,7 @@ async fn metrics_are_served_during_a_run_and_the_grants_rise() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unusable_metrics_address_or_report_fails_before_anything_is_sent() {
-    let sim = Sim::builder()
-        .time_scale(20.0)
-        .api_key("test-key")
-        .spawn()
-        .await
-        .unwrap();
+    let sim = seed_sim(20.0).await;
     let dir = scratch("metrics-refused");
     let (input, output) = (dir.join("in.jsonl"), dir.join("out.jsonl"));
     std::fs::write(&input, mixed_input(6)).unwrap();
@@ -368,34 +380,14 @@ async fn an_unusable_metrics_address_or_report_fails_before_anything_is_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_that_cannot_be_written_at_the_end_keeps_the_summary_and_the_others() {
-    let sim = Sim::builder()
-        .time_scale(5.0)
-        .mode(Mode::Sliding)
-        .api_key("test-key")
-        .spawn()
-        .await
-        .unwrap();
-    let dir = scratch("report-late-failure");
-    let gone = dir.join("gone");
-    std::fs::create_dir_all(&gone).unwrap();
-    let (input, output, json, page) = (
-        dir.join("in.jsonl"),
-        dir.join("out.jsonl"),
-        dir.join("r.json"),
-        gone.join("r.html"),
-    );
-    std::fs::write(&input, mixed_input(60)).unwrap();
+    let sim = seed_sim(5.0).await;
+    let files = Files::new("report-late-failure", 60, "gone");
+    let gone = files.page.parent().unwrap().to_owned();
     let base = sim.base_url();
-    let extra = [
-        "--quiet",
-        "--report",
-        page.to_str().unwrap(),
-        "--report",
-        json.to_str().unwrap(),
-    ];
+    let extra = files.report_args();
     let child = start(
         Some("test-key"),
-        &run_args(&input, &output, &base, "5", "0.05", &extra),
+        &run_args(&files.input, &files.output, &base, "5", "0.05", &extra),
     );
     // The page's directory goes once sending has started (the checks
     // before it passed).
@@ -414,7 +406,7 @@ async fn a_report_that_cannot_be_written_at_the_end_keeps_the_summary_and_the_ot
     assert!(stdout.contains("60 lines: 60 ok"), "{stdout}");
     assert!(stderr.contains("cannot write the report"), "{stderr}");
     assert!(stderr.contains("r.html"), "{stderr}");
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&files.json).unwrap()).unwrap();
     assert_eq!(json["ok"], 60);
     sim.shutdown().await;
 }

@@ -13,6 +13,18 @@ use tokio::process::{Child, Command};
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_together-batch");
 
+/// together-sim with the seed's limits in strict windows, `scale` times
+/// faster, taking the key `test-key`.
+pub async fn seed_sim(scale: f64) -> together_sim::SimHandle {
+    together_sim::Sim::builder()
+        .time_scale(scale)
+        .mode(together_sim::Mode::Sliding)
+        .api_key("test-key")
+        .spawn()
+        .await
+        .unwrap()
+}
+
 /// A fresh scratch directory for `test`.
 pub fn scratch(test: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("together-batch-test-{test}-{}", std::process::id()));
