@@ -222,7 +222,8 @@ struct RunArgs {
     #[arg(long, value_name = "FILE")]
     report: Vec<PathBuf>,
     /// Serves the stack's metrics in Prometheus's text format at
-    /// http://ADDR/metrics while the run goes (port 0: any free port,
+    /// http://ADDR/metrics while the run goes: IP:PORT or localhost:PORT,
+    /// loopback only unless --metrics-public (port 0: any free port,
     /// printed on stderr).
     #[cfg(feature = "metrics")]
     #[arg(long, value_name = "ADDR")]
