@@ -348,7 +348,8 @@ async fn an_unusable_metrics_address_or_report_fails_before_anything_is_sent() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = listener.local_addr().unwrap().to_string();
     let page = dir.join("no-such-dir").join("r.html");
-    let cases: [(Vec<&str>, &str); 5] = [
+    let before = std::fs::read_to_string(&input).unwrap();
+    let cases: [(Vec<&str>, &str); 7] = [
         (vec!["--metrics", "0.0.0.0:9464"], "--metrics-public"),
         (vec!["--metrics", "9464"], "is not an address"),
         (
@@ -360,6 +361,9 @@ async fn an_unusable_metrics_address_or_report_fails_before_anything_is_sent() {
             vec!["--report", page.to_str().unwrap()],
             "cannot write the report",
         ),
+        // A report over the results or the requests would lose them.
+        (vec!["--report", output.to_str().unwrap()], "is the output"),
+        (vec!["--report", input.to_str().unwrap()], "is the input"),
     ];
     for (extra, needle) in cases {
         let out = run(
@@ -374,6 +378,7 @@ async fn an_unusable_metrics_address_or_report_fails_before_anything_is_sent() {
         assert!(!output.exists(), "{extra:?}");
     }
     assert_eq!(sim.stats().total_requests, 0);
+    assert_eq!(std::fs::read_to_string(&input).unwrap(), before);
     drop(listener);
     sim.shutdown().await;
 }

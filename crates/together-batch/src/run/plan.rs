@@ -75,11 +75,44 @@ pub(crate) fn unpaced(plan: &Plan) -> Option<String> {
     })
 }
 
-/// Fails now if the report cannot be written later.
+/// Fails now if a report cannot be written later, or would be written
+/// over the input, the output or the state file.
 pub(crate) fn check_report_paths(opts: &RunOptions) -> Result<(), String> {
-    opts.reports
-        .iter()
-        .try_for_each(|path| check_writable(path))
+    for path in &opts.reports {
+        let taken = [
+            ("the input", Some(&opts.input)),
+            ("the output", Some(&opts.output)),
+            ("the state file", opts.state.as_ref()),
+        ];
+        for (what, other) in taken {
+            if other.is_some_and(|other| same_file(path, other)) {
+                return Err(format!(
+                    "--report {} is {what}: choose another name (nothing was sent)",
+                    path.display()
+                ));
+            }
+        }
+        check_writable(path)?;
+    }
+    Ok(())
+}
+
+/// Whether two paths name the same file, whether or not it exists yet
+/// (its directory resolved, links followed).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let resolve = |p: &std::path::Path| {
+        std::fs::canonicalize(p).ok().or_else(|| {
+            let parent = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            Some(std::fs::canonicalize(parent).ok()?.join(p.file_name()?))
+        })
+    };
+    match (resolve(a), resolve(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
 }
 
 fn check_writable(path: &std::path::Path) -> Result<(), String> {
@@ -269,4 +302,29 @@ pub(crate) fn save_paces(opts: &RunOptions, quota: &RateLimitLayer) -> Option<St
         return None;
     }
     state.save(path).err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_file;
+
+    #[test]
+    fn the_same_file_is_found_by_any_path_existing_or_not() {
+        let dir = std::env::temp_dir().join(format!("tb-same-file-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let out = dir.join("out.jsonl");
+        // Not there yet: the directory decides.
+        assert!(same_file(
+            &out,
+            &dir.join("sub").join("..").join("out.jsonl")
+        ));
+        assert!(!same_file(&out, &dir.join("report.json")));
+        std::fs::write(&out, "").unwrap();
+        assert!(same_file(&out, &dir.join(".").join("out.jsonl")));
+        assert!(!same_file(&out, &dir.join("sub").join("out.jsonl")));
+        // A directory that does not exist names no file.
+        let nowhere = dir.join("missing").join("out.jsonl");
+        assert!(!same_file(&nowhere, &out));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
