@@ -32,6 +32,30 @@ fn tokens(charging: Charging) -> Quota {
     Quota::new("100 tokens/s".parse().unwrap()).charge(charging)
 }
 
+/// Sends `n` chats at once through `svc` and reads every answer to its end.
+async fn chat_all<S, B>(svc: S, n: usize)
+where
+    S: tower::Service<Request<String>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::fmt::Debug,
+{
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let res = svc.oneshot(Request::post("/chat").body(CHAT.to_owned()).unwrap());
+                res.await.unwrap().into_body().collect().await.unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 /// Sends `n` chats at once through `layer` over a server answering `body`
 /// with `headers`; reads every answer to its end. Returns when each
 /// reached the server, from the start.
@@ -53,18 +77,7 @@ async fn run(
         }
         async move { Ok::<_, Infallible>(res) }
     }));
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let svc = svc.clone();
-            tokio::spawn(async move {
-                let res = svc.oneshot(Request::post("/chat").body(CHAT.to_owned()).unwrap());
-                res.await.unwrap().into_body().collect().await.unwrap();
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
+    chat_all(svc, n).await;
     let mut at = log.lock().unwrap().clone();
     at.sort();
     at
@@ -159,18 +172,7 @@ async fn against_counting_server(charging: Charging, charged: f64) -> Vec<(Durat
             .unwrap();
         async move { Ok::<_, Infallible>(res) }
     }));
-    let tasks: Vec<_> = (0..6)
-        .map(|_| {
-            let svc = svc.clone();
-            tokio::spawn(async move {
-                let res = svc.oneshot(Request::post("/chat").body(CHAT.to_owned()).unwrap());
-                res.await.unwrap().into_body().collect().await.unwrap();
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
+    chat_all(svc, 6).await;
     log.lock().unwrap().clone()
 }
 
