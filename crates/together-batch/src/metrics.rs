@@ -64,13 +64,7 @@ pub(crate) fn parse_address(text: &str, public: bool) -> Result<SocketAddr, Stri
 pub(crate) struct Serving {
     /// Where they are served (the port chosen when 0 was asked).
     pub(crate) addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: AbortOnDrop,
 }
 
 /// Binds `addr`, installs the process's metrics recorder, and serves it.
@@ -84,8 +78,8 @@ pub(crate) async fn serve(addr: SocketAddr) -> Result<Serving, String> {
     let handle = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| format!("--metrics: {e} (nothing was sent)"))?;
-    let task = tokio::spawn(accept(listener, handle));
-    Ok(Serving { addr, task })
+    let task = AbortOnDrop(tokio::spawn(accept(listener, handle)));
+    Ok(Serving { addr, _task: task })
 }
 
 async fn accept(listener: TcpListener, handle: PrometheusHandle) {
@@ -133,6 +127,7 @@ async fn accept(listener: TcpListener, handle: PrometheusHandle) {
     }
 }
 
+/// A task stopped when this is dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {

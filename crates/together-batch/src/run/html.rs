@@ -93,25 +93,11 @@ fn drawn(bins: &[Bin], width: Duration, wall: Duration) -> Vec<Drawn> {
         // Nothing after the run (the first bin even for a run of no time).
         .take_while(|(i, _)| *i == 0 || (*i as f64) * step < end)
         .map(|(i, chunk)| {
-            let bin = chunk.iter().fold(Bin::default(), |acc, b| Bin {
-                sent: acc.sent + b.sent,
-                retries: acc.retries + b.retries,
-                throttled: acc.throttled + b.throttled,
-                held: acc.held || b.held,
-                pace: if b.pace.is_nan() { acc.pace } else { b.pace },
-            });
-            let pace = chunk.iter().rev().map(|b| b.pace).find(|p| !p.is_nan());
+            let bin = chunk.iter().fold(Bin::empty(), |acc, b| acc.merge(*b));
             let from = i as f64 * step;
             // The last bin ends with the run, not a full step later.
-            let to = (from + step).min(wall.as_secs_f64().max(from + width.as_secs_f64()));
-            Drawn {
-                from,
-                to,
-                bin: Bin {
-                    pace: pace.unwrap_or(f64::NAN),
-                    ..bin
-                },
-            }
+            let to = (from + step).min(end.max(from + width.as_secs_f64()));
+            Drawn { from, to, bin }
         })
         .collect()
 }

@@ -45,14 +45,17 @@ pub(crate) struct Bin {
 }
 
 impl Bin {
-    fn empty() -> Self {
+    /// A bin with nothing in it and no pace known.
+    pub(crate) fn empty() -> Self {
         Bin {
             pace: f64::NAN,
             ..Bin::default()
         }
     }
 
-    fn merge(self, later: Bin) -> Bin {
+    /// This bin and the `later` one as one: counts added, held if either
+    /// was, the later pace when it is known.
+    pub(crate) fn merge(self, later: Bin) -> Bin {
         Bin {
             sent: self.sent + later.sent,
             retries: self.retries + later.retries,
