@@ -71,6 +71,7 @@
 //! | `tower_quota_queue_depth` | gauge | `quota`, `key` | requests waiting on the cell |
 //! | `tower_quota_hold_seconds` | histogram | `quota`, `key` | each hold a server's answer put on the cell (its count is the number of holds) |
 //! | `tower_quota_pace` | gauge | `quota`, `key` | the units per second the cell paces at (static or learned, after the margin) |
+//! | `tower_quota_pace_source` | gauge | `quota`, `key`, `source` (`static`, `start`, `saved`, `header`, `probe`) | 1 on where the pace in force comes from, 0 on the other sources the cell can have (a static cell has only `static`) |
 //! | `tower_quota_decided_locally_total` | counter | | decisions made locally because the shared store failed |
 //!
 //! `key` is the cell's key: a model name (keyed by a body field) as it

@@ -24,6 +24,10 @@ mod imp {
         metrics::histogram!(name, "quota" => quota.to_owned(), "key" => key.to_owned())
     }
 
+    pub(crate) fn source_gauge(quota: &str, key: &str, source: &'static str) -> Gauge {
+        metrics::gauge!("tower_quota_pace_source", "quota" => quota.to_owned(), "key" => key.to_owned(), "source" => source)
+    }
+
     pub(crate) fn counter(name: &'static str) -> Counter {
         metrics::counter!(name)
     }
@@ -64,6 +68,9 @@ mod imp {
     pub(crate) fn cell_histogram(_: &'static str, _: &str, _: &str) -> Histogram {
         Histogram
     }
+    pub(crate) fn source_gauge(_: &str, _: &str, _: &'static str) -> Gauge {
+        Gauge
+    }
     pub(crate) fn counter(_: &'static str) -> Counter {
         Counter
     }
@@ -71,6 +78,8 @@ mod imp {
 
 pub(crate) use imp::Counter;
 use imp::{Gauge, Histogram};
+
+use crate::PaceSource;
 
 /// One route's handles.
 #[derive(Debug, Clone)]
@@ -100,16 +109,42 @@ pub(crate) struct CellMetrics {
     pub(crate) queue: Gauge,
     pub(crate) holds: Histogram,
     pub(crate) pace: Gauge,
+    /// 1 on the source of the pace in force, 0 on the others a cell of its
+    /// kind can have (a static cell has only `static`).
+    sources: Vec<(PaceSource, Gauge)>,
 }
 
 impl CellMetrics {
-    /// The handles of cell `key` of `quota` (a header's key is already a hash).
-    pub(crate) fn new(quota: &str, key: Option<&str>) -> Self {
+    /// The handles of cell `key` of `quota` (a header's key is already a
+    /// hash); a cell that `learns` can take its pace from any source but
+    /// `static`.
+    pub(crate) fn new(quota: &str, key: Option<&str>, learns: bool) -> Self {
         let key = key.unwrap_or("");
+        let sources: &[PaceSource] = if learns {
+            &[
+                PaceSource::Start,
+                PaceSource::Saved,
+                PaceSource::Header,
+                PaceSource::Probe,
+            ]
+        } else {
+            &[PaceSource::Static]
+        };
         CellMetrics {
             queue: imp::cell_gauge("tower_quota_queue_depth", quota, key),
             holds: imp::cell_histogram("tower_quota_hold_seconds", quota, key),
             pace: imp::cell_gauge("tower_quota_pace", quota, key),
+            sources: sources
+                .iter()
+                .map(|&s| (s, imp::source_gauge(quota, key, s.as_str())))
+                .collect(),
+        }
+    }
+
+    /// Says where the pace in force comes from.
+    pub(crate) fn show_source(&self, current: PaceSource) {
+        for (source, gauge) in &self.sources {
+            gauge.set(if *source == current { 1.0 } else { 0.0 });
         }
     }
 }

@@ -13,7 +13,7 @@ use metrics::{
 };
 use tower::{ServiceExt, service_fn};
 use tower_layer::Layer as _;
-use tower_quota::{KeyBy, Limits, Quota, RateLimitLayer, Route};
+use tower_quota::{Adaptive, KeyBy, Limits, Quota, RateHeaders, RateLimitLayer, Route};
 
 #[derive(Default)]
 struct Samples(Mutex<Vec<f64>>);
@@ -121,38 +121,92 @@ async fn the_layer_reports_grants_waits_holds_refusals_and_paces() {
     for q in queued {
         q.await.unwrap().unwrap();
     }
-    let counters = keep.counters.lock().unwrap();
-    let count = |name: &str| counters[name].load(Ordering::Relaxed);
-    let grants = count("tower_quota_grants_total{route=POST /chat}");
-    let max_wait = count("tower_quota_refused_total{reason=max_wait,route=POST /chat}");
-    assert_eq!(grants + max_wait, 26, "{counters:?}");
-    assert!(max_wait >= 1, "{counters:?}");
-    assert_eq!(refused, max_wait);
-    assert_eq!(
-        count("tower_quota_refused_total{reason=cost_too_high,route=POST /chat}"),
-        0
-    );
-    drop(counters);
-    let histograms = keep.histograms.lock().unwrap();
-    let holds = histograms["tower_quota_hold_seconds{key=m,quota=chat}"]
-        .0
-        .lock()
-        .unwrap()
-        .clone();
-    assert_eq!(holds, [1.0]);
-    let waits = histograms["tower_quota_wait_seconds{route=POST /chat}"]
-        .0
-        .lock()
-        .unwrap()
-        .clone();
-    assert_eq!(waits.len() as u64, grants);
-    assert!(waits.iter().any(|&w| w >= 1.0), "{waits:?}");
-    drop(histograms);
-    let gauges = keep.gauges.lock().unwrap();
-    let pace = f64::from_bits(gauges["tower_quota_pace{key=m,quota=chat}"].load(Ordering::Relaxed));
-    assert!((pace - 9.9).abs() < 0.01, "{pace}");
-    assert_eq!(
-        f64::from_bits(gauges["tower_quota_queue_depth{key=m,quota=chat}"].load(Ordering::Relaxed)),
-        0.0
-    );
+    let source = |gauges: &BTreeMap<String, Arc<AtomicU64>>, key: &str| {
+        gauges
+            .get(key)
+            .map(|g| f64::from_bits(g.load(Ordering::Relaxed)))
+    };
+    // The recorder's locks end with this block, before the next await.
+    {
+        let counters = keep.counters.lock().unwrap();
+        let count = |name: &str| counters[name].load(Ordering::Relaxed);
+        let grants = count("tower_quota_grants_total{route=POST /chat}");
+        let max_wait = count("tower_quota_refused_total{reason=max_wait,route=POST /chat}");
+        assert_eq!(grants + max_wait, 26, "{counters:?}");
+        assert!(max_wait >= 1, "{counters:?}");
+        assert_eq!(refused, max_wait);
+        assert_eq!(
+            count("tower_quota_refused_total{reason=cost_too_high,route=POST /chat}"),
+            0
+        );
+        let histograms = keep.histograms.lock().unwrap();
+        let holds = histograms["tower_quota_hold_seconds{key=m,quota=chat}"]
+            .0
+            .lock()
+            .unwrap()
+            .clone();
+        assert_eq!(holds, [1.0]);
+        let waits = histograms["tower_quota_wait_seconds{route=POST /chat}"]
+            .0
+            .lock()
+            .unwrap()
+            .clone();
+        assert_eq!(waits.len() as u64, grants);
+        assert!(waits.iter().any(|&w| w >= 1.0), "{waits:?}");
+        let gauges = keep.gauges.lock().unwrap();
+        let pace =
+            f64::from_bits(gauges["tower_quota_pace{key=m,quota=chat}"].load(Ordering::Relaxed));
+        assert!((pace - 9.9).abs() < 0.01, "{pace}");
+        assert_eq!(
+            f64::from_bits(
+                gauges["tower_quota_queue_depth{key=m,quota=chat}"].load(Ordering::Relaxed)
+            ),
+            0.0
+        );
+        // Where the pace comes from: a static cell has only `static`.
+        assert_eq!(
+            source(
+                &gauges,
+                "tower_quota_pace_source{key=m,quota=chat,source=static}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            source(
+                &gauges,
+                "tower_quota_pace_source{key=m,quota=chat,source=start}"
+            ),
+            None
+        );
+    }
+
+    // A learning cell starts at `start` and moves to `header` when an
+    // answer carries the server's limit.
+    let limits = Limits::builder()
+        .quota(
+            "learned",
+            Quota::adaptive(
+                Adaptive::new("5/s".parse().unwrap()).headers(RateHeaders::together_requests()),
+            )
+            .keyed_by(KeyBy::model()),
+        )
+        .route(Route::new(Method::POST, "/chat").quota("learned"))
+        .build()
+        .unwrap();
+    let svc = RateLimitLayer::new(limits).layer(service_fn(|_: Request<String>| async {
+        let res = Response::builder()
+            .header("x-ratelimit-limit", "20")
+            .header("x-ratelimit-remaining", "19")
+            .body(String::new())
+            .unwrap();
+        Ok::<_, Infallible>(res)
+    }));
+    let name = |s: &str| format!("tower_quota_pace_source{{key=n,quota=learned,source={s}}}");
+    let read = |s: &str| source(&keep.gauges.lock().unwrap(), &name(s));
+    svc.clone().oneshot(chat("n")).await.unwrap();
+    assert_eq!(read("header"), Some(1.0));
+    for other in ["start", "saved", "probe"] {
+        assert_eq!(read(other), Some(0.0), "{other}");
+    }
+    assert_eq!(read("static"), None);
 }

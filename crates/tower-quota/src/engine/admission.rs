@@ -75,7 +75,7 @@ impl Engine {
                         learn,
                         self.limits.safety_margin,
                         now,
-                        CellMetrics::new(&quota.name, key.key.as_deref()),
+                        CellMetrics::new(&quota.name, key.key.as_deref(), learn.is_some()),
                     );
                     state.cells.entry(key.clone()).or_insert(cell)
                 }

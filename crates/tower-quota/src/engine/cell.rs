@@ -177,12 +177,18 @@ impl Cell {
         cell
     }
 
-    /// Sets the pace gauge: units per second after the margin and the share.
+    /// Sets the pace gauges: units per second after the margin and the
+    /// share, and where the pace comes from.
     pub(super) fn show_pace(&self) {
         let interval = self.params.interval.div_f64(self.share).as_secs_f64();
         if interval > 0.0 {
             self.metrics.pace.set(1.0 / interval);
         }
+        let source = self
+            .learner
+            .as_ref()
+            .map_or(crate::PaceSource::Static, |l| l.source);
+        self.metrics.show_source(source);
     }
 
     /// Paces a learning cell at its learner's pace, keeping its GCRA state:

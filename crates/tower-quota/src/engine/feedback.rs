@@ -119,6 +119,8 @@ impl Engine {
                     follows,
                 };
                 let learned = learner.answered(now, status, headers, request, &name);
+                // The source can change with too small a move to re-pace.
+                cell.metrics.show_source(learner.source);
                 if learned.repace {
                     cell.repace(margin);
                     let to = cell.params.interval;
@@ -254,7 +256,7 @@ impl Engine {
                 key: key.map(Arc::from),
             })
             .or_insert_with(|| {
-                let metrics = CellMetrics::new(&q.name, key);
+                let metrics = CellMetrics::new(&q.name, key, learn.is_some());
                 Cell::new(params, share, learn, margin, now, metrics)
             });
         cell.last_used = now;
