@@ -71,12 +71,16 @@ impl Drop for Ticket {
 }
 
 /// The cells a granted request drew on, to hold them if the server pushes back.
-struct Feedback {
+pub(crate) struct Feedback {
     engine: Arc<Engine>,
     cells: Vec<Granted>,
 }
 
 impl Feedback {
+    pub(crate) fn new(engine: Arc<Engine>, cells: Vec<Granted>) -> Self {
+        Feedback { engine, cells }
+    }
+
     /// Reads the answer's head; what its body must settle, if anything.
     fn answered<T>(self, response: &Response<T>) -> Option<Box<Settlement>> {
         let streaming = is_event_stream(response.headers());
@@ -100,29 +104,22 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn ready(svc: S, req: Request<B>) -> Self {
+    /// Free to go (granted at admission, or on no quota), the inner service
+    /// not ready yet: the future readies it, then calls it.
+    pub(crate) fn ready(svc: S, req: Request<B>, feedback: Option<Feedback>) -> Self {
         ResponseFuture {
             state: State::Ready {
                 svc: Some(svc),
                 req: Some(req),
-                feedback: None,
+                feedback,
             },
         }
     }
 
-    /// Granted at admission: straight to calling the inner service.
-    pub(crate) fn granted(
-        engine: Arc<Engine>,
-        cells: Vec<Granted>,
-        svc: S,
-        req: Request<B>,
-    ) -> Self {
+    /// The inner service already called; its answer is read for feedback.
+    pub(crate) fn calling(fut: S::Future, feedback: Option<Feedback>) -> Self {
         ResponseFuture {
-            state: State::Ready {
-                svc: Some(svc),
-                req: Some(req),
-                feedback: Some(Feedback { engine, cells }),
-            },
+            state: State::Calling { fut, feedback },
         }
     }
 

@@ -471,10 +471,19 @@ async fn clones_and_layered_services_share_quotas() {
 }
 
 /// An inner service that is ready only every other poll, and panics if called unready.
-#[derive(Clone)]
 struct Flaky {
     ready: bool,
     polls: Arc<Mutex<u32>>,
+}
+
+/// A clone is not ready (readiness is not shared between clones).
+impl Clone for Flaky {
+    fn clone(&self) -> Self {
+        Flaky {
+            ready: false,
+            polls: self.polls.clone(),
+        }
+    }
 }
 
 impl Service<Request<String>> for Flaky {
@@ -518,6 +527,105 @@ async fn inner_service_is_readied_after_the_grant() {
         *polls.lock().unwrap() >= 6,
         "each request readied its own clone"
     );
+}
+
+/// Counts its clones and calls; always ready.
+struct Counted {
+    clones: Arc<Mutex<u32>>,
+    calls: Arc<Mutex<u32>>,
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        *self.clones.lock().unwrap() += 1;
+        Counted {
+            clones: self.clones.clone(),
+            calls: self.calls.clone(),
+        }
+    }
+}
+
+impl Service<Request<String>> for Counted {
+    type Response = Response<String>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<String>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<String>) -> Self::Future {
+        *self.calls.lock().unwrap() += 1;
+        std::future::ready(Ok(Response::new(String::new())))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_free_to_go_is_sent_from_call_without_a_clone() {
+    let (clones, calls) = (Arc::default(), Arc::default());
+    let inner = Counted {
+        clones: Arc::clone(&clones),
+        calls: Arc::clone(&calls),
+    };
+    let limits = Limits::builder()
+        .quota("chat", Quota::new("1/s".parse().unwrap()))
+        .route(Route::new(Method::POST, "/chat").quota("chat"))
+        .build()
+        .unwrap();
+    let mut svc = RateLimit::new(inner, limits);
+    let count = || (*clones.lock().unwrap(), *calls.lock().unwrap());
+    // Granted at admission, and an unlimited route: both sent by `call`.
+    let granted = svc.call(post("/chat", "a"));
+    let unlimited = svc.call(post("/other", "b"));
+    assert_eq!(count(), (0, 2));
+    // The next must wait: its future takes a clone, and sends when granted.
+    let waiting = svc.call(post("/chat", "c"));
+    assert_eq!(count(), (1, 2));
+    let start = Instant::now();
+    let answers = tokio::join!(granted, unlimited, waiting);
+    assert!(answers.0.is_ok() && answers.1.is_ok() && answers.2.is_ok());
+    assert_eq!(count(), (1, 3));
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "c waited its turn"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unready_inner_service_is_readied_by_the_future_and_wakes_it() {
+    // One request at a time inside: the second, free by quota, finds the
+    // inner service busy; it must be woken when the first is answered.
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let released = Arc::new(Mutex::new(Some(released)));
+    let inner = tower::limit::ConcurrencyLimit::new(
+        service_fn(move |_: Request<String>| {
+            let wait = released.lock().unwrap().take();
+            async move {
+                if let Some(wait) = wait {
+                    wait.await.ok();
+                }
+                Ok::<_, Infallible>(Response::new(String::new()))
+            }
+        }),
+        1,
+    );
+    let mut svc = RateLimit::new(inner, chat_limits("1000/s"));
+    let first = tokio::spawn(svc.call(post("/chat", "a")));
+    let second = tokio::spawn(svc.call(post("/chat", "b")));
+    tokio::task::yield_now().await;
+    assert!(!second.is_finished(), "the inner service is busy");
+    release.send(()).unwrap();
+    let within = Duration::from_secs(1);
+    tokio::time::timeout(within, first)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let second = tokio::time::timeout(within, second).await;
+    second
+        .expect("woken when the inner service became ready")
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(start_paused = true)]
