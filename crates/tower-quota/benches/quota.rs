@@ -66,6 +66,18 @@ fn bench(c: &mut Criterion) {
             .unwrap()
     };
 
+    // The issue's case: a 1 KB chat body (a long user message).
+    let long = format!(
+        r#"{{"model":"meta-llama/Llama-3.3-70B-Instruct-Turbo","messages":[{{"role":"system","content":"You are terse."}},{{"role":"user","content":"{}"}}],"max_tokens":16,"temperature":0.2}}"#,
+        "Summarize: the quick brown fox jumps over the lazy dog. ".repeat(16)
+    );
+    assert!((1000..1100).contains(&long.len()), "{}", long.len());
+    let req_1k = || {
+        Request::post("/v1/chat/completions")
+            .body(long.clone())
+            .unwrap()
+    };
+
     let mut group = c.benchmark_group("uncontended");
     let mut bare = noop();
     group.bench_function("bare service", |b| {
@@ -98,6 +110,13 @@ fn bench(c: &mut Criterion) {
     let mut keyed = RateLimit::new(noop(), limits);
     group.bench_function("tower-quota, per-model + tokens (parses JSON)", |b| {
         b.iter(|| ready_and_call(&mut keyed, req_json()))
+    });
+    let mut bare_1k = noop();
+    group.bench_function("bare service, 1 KB body", |b| {
+        b.iter(|| ready_and_call(&mut bare_1k, req_1k()))
+    });
+    group.bench_function("tower-quota, per-model + tokens, 1 KB body", |b| {
+        b.iter(|| ready_and_call(&mut keyed, req_1k()))
     });
 
     let mut unmatched = RateLimit::new(

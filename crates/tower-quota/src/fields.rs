@@ -90,28 +90,28 @@ impl<'de, S: AsRef<str>> Visitor<'de> for Top<'_, S> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BodyFields, A::Error> {
         let mut out = BodyFields::default();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let key = key.as_ref();
-            let input = INPUTS.iter().position(|k| *k == key);
-            let wanted = self.wanted.iter().any(|w| w.as_ref() == key);
-            if input.is_none() && !wanted && key != "max_tokens" && key != "n" {
+        let wanted = self.wanted;
+        while let Some(key) = map.next_key_seed(TopKey { wanted })? {
+            if key == KeyRoles::NONE {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
             // The last of duplicate keys wins, as in a parsed JSON map.
-            let probe = map.next_value::<Probe>()?;
-            if let Some(i) = input {
+            let keep_text = key.wanted.is_some();
+            let probe = map.next_value_seed(ProbeVisitor { keep_text })?;
+            if let Some(i) = key.input {
                 out.chars[i] = probe.chars;
             }
-            match key {
-                "max_tokens" => out.max_tokens = probe.number,
-                "n" => out.n = probe.number,
-                _ => {}
+            match key.number {
+                Some(Number::MaxTokens) => out.max_tokens = probe.number,
+                Some(Number::N) => out.n = probe.number,
+                None => {}
             }
-            if wanted {
-                out.strings.retain(|(n, _)| n != key);
+            if let Some(w) = key.wanted {
+                let name = wanted[w].as_ref();
+                out.strings.retain(|(n, _)| n != name);
                 if let Some(text) = probe.text {
-                    out.strings.push((key.to_owned(), text));
+                    out.strings.push((name.to_owned(), text));
                 }
             }
         }
@@ -148,6 +148,62 @@ impl<'de, S: AsRef<str>> Visitor<'de> for Top<'_, S> {
     }
 }
 
+/// What a top-level key is to the reader, found without copying the key.
+struct TopKey<'w, S> {
+    wanted: &'w [S],
+}
+
+/// A top-level key's roles: an input (its index in `INPUTS`), a number
+/// read, a wanted field (its index in `wanted`); any, all or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct KeyRoles {
+    input: Option<usize>,
+    number: Option<Number>,
+    wanted: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Number {
+    MaxTokens,
+    N,
+}
+
+impl KeyRoles {
+    const NONE: KeyRoles = KeyRoles {
+        input: None,
+        number: None,
+        wanted: None,
+    };
+}
+
+impl<'de, S: AsRef<str>> DeserializeSeed<'de> for TopKey<'_, S> {
+    type Value = KeyRoles;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<KeyRoles, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, S: AsRef<str>> Visitor<'de> for TopKey<'_, S> {
+    type Value = KeyRoles;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<KeyRoles, E> {
+        Ok(KeyRoles {
+            input: INPUTS.iter().position(|k| *k == key),
+            number: match key {
+                "max_tokens" => Some(Number::MaxTokens),
+                "n" => Some(Number::N),
+                _ => None,
+            },
+            wanted: self.wanted.iter().position(|w| w.as_ref() == key),
+        })
+    }
+}
+
 /// One interesting value: its characters (for an input), its whole number
 /// (for `max_tokens`, `n`), its text (for a key).
 #[derive(Default)]
@@ -157,13 +213,19 @@ struct Probe {
     text: Option<String>,
 }
 
-impl<'de> de::Deserialize<'de> for Probe {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Probe, D::Error> {
-        d.deserialize_any(ProbeVisitor)
-    }
+/// Reads one value into a [`Probe`]; a string's text is kept only when
+/// asked (a wanted field), so an input's text is counted, never copied.
+struct ProbeVisitor {
+    keep_text: bool,
 }
 
-struct ProbeVisitor;
+impl<'de> DeserializeSeed<'de> for ProbeVisitor {
+    type Value = Probe;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Probe, D::Error> {
+        d.deserialize_any(self)
+    }
+}
 
 impl<'de> Visitor<'de> for ProbeVisitor {
     type Value = Probe;
@@ -176,7 +238,7 @@ impl<'de> Visitor<'de> for ProbeVisitor {
         Ok(Probe {
             chars: s.chars().count(),
             number: None,
-            text: Some(s.to_owned()),
+            text: self.keep_text.then(|| s.to_owned()),
         })
     }
 
@@ -275,16 +337,48 @@ impl<'de> Visitor<'de> for CharsVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
         // The last of duplicate keys wins, as in a parsed JSON map.
         let (mut content, mut text) = (0, 0);
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match key.as_ref() {
-                "content" => content = map.next_value::<Chars>()?.0,
-                "text" => text = map.next_value::<Chars>()?.0,
-                _ => {
+        while let Some(key) = map.next_key::<PartKey>()? {
+            match key {
+                PartKey::Content => content = map.next_value::<Chars>()?.0,
+                PartKey::Text => text = map.next_value::<Chars>()?.0,
+                PartKey::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
         Ok(content + text)
+    }
+}
+
+/// A key of an object inside an input (a message, a content part): the
+/// text is under `content` or `text`. Found without copying the key.
+enum PartKey {
+    Content,
+    Text,
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for PartKey {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<PartKey, D::Error> {
+        d.deserialize_str(PartKeyVisitor)
+    }
+}
+
+struct PartKeyVisitor;
+
+impl Visitor<'_> for PartKeyVisitor {
+    type Value = PartKey;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<PartKey, E> {
+        Ok(match key {
+            "content" => PartKey::Content,
+            "text" => PartKey::Text,
+            _ => PartKey::Other,
+        })
     }
 }
 
@@ -315,6 +409,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.input_chars(), 2 + 1 + 3);
+    }
+
+    #[test]
+    fn keys_are_read_unescaped_and_in_every_role_they_have() {
+        // Escaped keys name the same fields as plain ones.
+        let f = BodyFields::parse(
+            br#"{"mod\u0065l":"m","m\u0061x_tokens":3,"\u006e":2,"messages":[{"c\u006fntent":"abcd"}]}"#,
+            &["model"],
+        )
+        .unwrap();
+        assert_eq!(f.field("model"), Some("m"));
+        assert_eq!((f.max_tokens(), f.n()), (Some(3), Some(2)));
+        assert_eq!(f.input_chars(), 4);
+        // A key both wanted and an input is both.
+        let f = BodyFields::parse(br#"{"prompt":"abc","n":1}"#, &["prompt", "n"]).unwrap();
+        assert_eq!((f.field("prompt"), f.input_chars()), (Some("abc"), 3));
+        assert_eq!((f.field("n"), f.n()), (None, Some(1)));
     }
 
     use crate::TokenEstimate;
