@@ -14,7 +14,7 @@ use http::header::CONTENT_TYPE;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::engine::{Engine, Granted};
+use crate::engine::{Draw, Engine};
 use crate::usage::UsageScan;
 
 pin_project! {
@@ -114,7 +114,7 @@ pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
 /// reconciled cells.
 pub(crate) struct Settlement {
     pub(crate) engine: Arc<Engine>,
-    pub(crate) settle: Vec<Granted>,
+    pub(crate) settle: Vec<Draw>,
     pub(crate) scan: UsageScan,
 }
 

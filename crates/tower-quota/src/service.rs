@@ -8,7 +8,7 @@ use tower_service::Service;
 
 use crate::body::PeekBody;
 use crate::config::Limits;
-use crate::engine::{Admission, CellKey, Engine};
+use crate::engine::{Admission, CellKey, Draw, Engine};
 use crate::fields::BodyFields;
 use crate::future::{Feedback, ResponseFuture};
 use crate::{BoxError, ResponseBody, Snapshot};
@@ -113,7 +113,7 @@ impl<S> RateLimit<S> {
             let cells = route
                 .quotas
                 .iter()
-                .map(|&quota| (CellKey { quota, key: None }, NonZeroU32::MIN))
+                .map(|&quota| Draw::new(CellKey { quota, key: None }, NonZeroU32::MIN))
                 .collect();
             return (req, engine.admit(route_index, cells));
         }
@@ -134,10 +134,8 @@ impl<S> RateLimit<S> {
                     .as_ref()
                     .and_then(|k| k.key_of(&parts, fields.as_ref()));
                 let cost = q.cost.of(&parts, fields.as_ref(), bytes);
-                (
-                    CellKey { quota, key },
-                    NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN),
-                )
+                let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
+                Draw::new(CellKey { quota, key }, cost)
             })
             .collect();
         let admission = engine.admit(route_index, cells);

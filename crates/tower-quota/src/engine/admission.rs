@@ -1,6 +1,5 @@
 //! Admitting requests and deciding for the heads of the queues.
 
-use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::task::Waker;
 use std::time::Duration;
@@ -12,58 +11,43 @@ use crate::error::{CostTooHigh, StoreUnavailable, WaitTimeout};
 use crate::shared::{OnStoreFailure, SharedCell, SharedDecision};
 
 use super::cell::{Cell, CellKey};
-use super::{Admission, Attempt, Engine, Granted, MAX_ROUNDS, SWEEP_EVERY, State, Waiter};
+use super::{Admission, Attempt, Draw, Engine, MAX_ROUNDS, SWEEP_EVERY, State, Waiter};
 use crate::metrics::CellMetrics;
 
 /// Grants a request that never queued: learning cells hear of the grant.
 fn grant_free(
     state: &mut State,
-    cells: Vec<(CellKey, NonZeroU32)>,
+    mut cells: Vec<Draw>,
     decision: Instant,
     learns: bool,
-) -> Vec<Granted> {
+) -> Vec<Draw> {
+    // Only learning cells take a server's count (and have an epoch).
+    if learns {
+        for draw in &mut cells {
+            let cell = state.cells.get_mut(&draw.key).expect("cell of the request");
+            draw.granted(cell, decision);
+        }
+    }
     cells
-        .into_iter()
-        .map(|(key, cost)| {
-            // Only learning cells take a server's count (and have an epoch).
-            let (epoch, syncs) = if learns {
-                let cell = state.cells.get_mut(&key).expect("cell of the request");
-                cell.note_grant(f64::from(cost.get()));
-                let epoch = cell.learner.as_mut().map_or(0, |l| {
-                    l.granted(decision, f64::from(cost.get()));
-                    l.epoch
-                });
-                (epoch, cell.syncs)
-            } else {
-                (0, 0)
-            };
-            Granted::new(key, cost.get(), epoch, syncs)
-        })
-        .collect()
 }
 
 impl Engine {
     /// Admits a request that draws `cells` on route `route`: granted at
     /// once when every cell is free (nobody queued, no hold, governor
     /// grants now, no shared store to ask), else queued.
-    pub(crate) fn admit(
-        &self,
-        route: usize,
-        mut cells: Vec<(CellKey, NonZeroU32)>,
-    ) -> Result<Admission, BoxError> {
+    pub(crate) fn admit(&self, route: usize, mut cells: Vec<Draw>) -> Result<Admission, BoxError> {
         if cells.is_empty() {
             return Ok(Admission::Pass);
         }
         let now = Instant::now();
-        let now_off = self.offset(now);
         let mut state = self.lock();
         if now.saturating_duration_since(state.last_sweep) >= SWEEP_EVERY {
-            state.sweep(now_off, now);
+            state.sweep(self.offset(now), now);
         }
         // The earliest a refused fast path named (no sooner than now).
         let mut earliest = now;
         let mut free = self.shared.is_none();
-        for (key, cost) in &mut cells {
+        for Draw { key, cost, .. } in &mut cells {
             let quota = &self.limits.quotas[key.quota];
             let cell = match state.cells.get_mut(key) {
                 Some(cell) => cell,
@@ -112,7 +96,7 @@ impl Engine {
         let route_def = self.route(route);
         let deadline = route_def.max_wait.map(|w| (now + w, w));
         if let Some((limit, max_wait)) = deadline {
-            let earliest = self.predicted_grant(&state, &cells, earliest, now_off);
+            let earliest = self.predicted_grant(&state, &cells, earliest, self.offset(now));
             if earliest > limit {
                 tracing::debug!(route = %route_def.name, wait = ?(earliest - now), ?max_wait, "rate limit: failing fast");
                 self.route_metrics(route).max_wait.increment(1);
@@ -121,7 +105,7 @@ impl Engine {
         }
         let id = state.next_id;
         state.next_id += 1;
-        for (key, cost) in &cells {
+        for Draw { key, cost, .. } in &cells {
             let cell = state.cells.get_mut(key).expect("inserted above");
             cell.queue.push_back(id);
             cell.queued_cost += u64::from(cost.get());
@@ -147,11 +131,11 @@ impl Engine {
     fn predicted_grant(
         &self,
         state: &State,
-        cells: &[(CellKey, NonZeroU32)],
+        cells: &[Draw],
         from: Instant,
         now_off: Duration,
     ) -> Instant {
-        cells.iter().fold(from, |earliest, (key, cost)| {
+        cells.iter().fold(from, |earliest, Draw { key, cost, .. }| {
             let cell = &state.cells[key];
             let ahead = cell
                 .params
@@ -170,7 +154,7 @@ impl Engine {
     fn check_now(
         &self,
         all: &mut std::collections::HashMap<CellKey, Cell, super::cell::CellHash>,
-        cells: &[(CellKey, NonZeroU32)],
+        cells: &[Draw],
         decision: Instant,
     ) -> Result<bool, Instant> {
         const INLINE: usize = 8;
@@ -178,7 +162,7 @@ impl Engine {
         let (mut saved, mut spill) = ([0u64; INLINE], Vec::new());
         let (mut charge, mut learns) = (false, false);
         let mut refused = None;
-        for (i, (key, cost)) in cells.iter().enumerate() {
+        for (i, Draw { key, cost, .. }) in cells.iter().enumerate() {
             let cell = &all[key];
             cell.clock.store(at, Ordering::Relaxed);
             let tat = cell.tat.load(Ordering::Relaxed);
@@ -208,7 +192,7 @@ impl Engine {
             }
         }
         if let Some((n, until)) = refused {
-            for (i, (key, _)) in cells[..n].iter().enumerate() {
+            for (i, Draw { key, .. }) in cells[..n].iter().enumerate() {
                 let tat = if i < INLINE {
                     saved[i]
                 } else {
@@ -220,7 +204,7 @@ impl Engine {
         }
         if charge {
             let at = self.offset(decision);
-            for (key, cost) in cells {
+            for Draw { key, cost, .. } in cells {
                 let cell = all.get_mut(key).expect("cell of the request");
                 let fitted = cell.fitting(*cost);
                 if fitted < *cost {
@@ -249,7 +233,7 @@ impl Engine {
         let is_head = waiter
             .cells
             .iter()
-            .all(|(key, _)| cells[key].queue.front() == Some(&id));
+            .all(|Draw { key, .. }| cells[key].queue.front() == Some(&id));
         if !is_head {
             return Ok(Attempt::Queued);
         }
@@ -258,7 +242,7 @@ impl Engine {
             let hold = waiter
                 .cells
                 .iter()
-                .filter_map(|(key, _)| cells[key].hold_until)
+                .filter_map(|Draw { key, .. }| cells[key].hold_until)
                 .max()
                 .filter(|&h| h > now);
             if let Some(until) = hold {
@@ -270,7 +254,7 @@ impl Engine {
                     let ask = waiter
                         .cells
                         .iter()
-                        .map(|(key, cost)| {
+                        .map(|Draw { key, cost, .. }| {
                             let cell = &cells[key];
                             SharedCell {
                                 name: self.cell_name(key),
@@ -396,7 +380,7 @@ impl Engine {
     }
 
     /// Grants waiter `id` as of `decision`, counting it.
-    fn grant_waiter(&self, state: &mut State, id: u64, decision: Instant) -> Vec<Granted> {
+    fn grant_waiter(&self, state: &mut State, id: u64, decision: Instant) -> Vec<Draw> {
         if let Some(w) = state.waiters.get(&id) {
             let m = self.route_metrics(w.route);
             m.grants.increment(1);

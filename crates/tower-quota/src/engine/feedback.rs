@@ -12,7 +12,7 @@ use crate::metrics::CellMetrics;
 use crate::shared::{PaceNews, SharedNews};
 
 use super::cell::{Cell, CellKey};
-use super::{Engine, Granted};
+use super::{Draw, Engine};
 
 impl Engine {
     /// What a response asks of every cell it drew on: a hold and why.
@@ -67,16 +67,16 @@ impl Engine {
     /// reconciled quotas whose count the answer did not report.
     pub(crate) fn feedback(
         self: &Arc<Self>,
-        cells: &[Granted],
+        cells: &[Draw],
         status: StatusCode,
         headers: &HeaderMap,
         streaming: bool,
-    ) -> Vec<Granted> {
+    ) -> Vec<Draw> {
         let hold = self.hold_for(status, headers);
         let learns = cells
             .iter()
             .any(|g| self.limits.quotas[g.key.quota].learn.is_some());
-        let mut settle: Vec<Granted> = if status.is_success() && self.shared.is_none() {
+        let mut settle: Vec<Draw> = if status.is_success() && self.shared.is_none() {
             cells
                 .iter()
                 .filter(|g| self.limits.quotas[g.key.quota].reconciles)
@@ -106,7 +106,7 @@ impl Engine {
             };
             let mut hold = hold.map(|(delay, reason)| (now + delay, delay, reason));
             if let Some(learner) = cell.learner.as_mut() {
-                let cost = f64::from(granted.cost);
+                let cost = f64::from(granted.cost.get());
                 let quota = &self.limits.quotas[granted.key.quota];
                 // A complete answer (not a stream's head: the server counts
                 // a stream when it ends) that reports the remaining count

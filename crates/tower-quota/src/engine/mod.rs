@@ -49,30 +49,44 @@ const MAX_ROUNDS: usize = 16;
 /// How long an idle keyed cell keeps what it learned before it is swept.
 const LEARNED_IDLE: Duration = Duration::from_secs(300);
 
-/// A cell a granted request drew on: what to read its answer against.
+/// A cell a request draws on and its cost there; once granted, also what
+/// its answer is read against. A request keeps one list of these from
+/// admission to its answer (no second list at the grant).
 #[derive(Debug, Clone)]
-pub(crate) struct Granted {
+pub(crate) struct Draw {
     pub(crate) key: CellKey,
-    pub(crate) cost: u32,
+    pub(crate) cost: NonZeroU32,
     /// The cell's learning epoch at the grant.
     epoch: u64,
     /// The cell's [`syncs`](cell::Cell::syncs) at the grant.
     syncs: u64,
 }
 
-impl Granted {
-    fn new(key: CellKey, cost: u32, epoch: u64, syncs: u64) -> Self {
-        Granted {
+impl Draw {
+    pub(crate) fn new(key: CellKey, cost: NonZeroU32) -> Self {
+        Draw {
             key,
             cost,
-            epoch,
-            syncs,
+            epoch: 0,
+            syncs: 0,
         }
+    }
+
+    /// Notes the grant on its cell: a learning cell hears of it, and the
+    /// draw keeps the cell's epoch and syncs at that moment.
+    fn granted(&mut self, cell: &mut Cell, decision: Instant) {
+        let cost = f64::from(self.cost.get());
+        cell.note_grant(cost);
+        self.epoch = cell.learner.as_mut().map_or(0, |l| {
+            l.granted(decision, cost);
+            l.epoch
+        });
+        self.syncs = cell.syncs;
     }
 }
 
 struct Waiter {
-    cells: Vec<(CellKey, NonZeroU32)>,
+    cells: Vec<Draw>,
     waker: Option<Waker>,
     due: Option<Instant>,
     deadline: Option<(Instant, Duration)>,
@@ -116,13 +130,13 @@ pub(crate) enum Admission {
     /// Queued; the id identifies the waiter.
     Queued(u64),
     /// Granted at once (nobody was ahead): the cells, for feedback.
-    Granted(Vec<Granted>),
+    Granted(Vec<Draw>),
 }
 
 /// What one attempt by a waiter came to.
 pub(crate) enum Attempt {
     /// Every cell granted; the request may go. Carries the cells for feedback.
-    Granted(Vec<Granted>),
+    Granted(Vec<Draw>),
     /// A head refused until this instant.
     WaitUntil(Instant),
     /// Not yet at the front of all its queues; the waker is stored.
@@ -243,19 +257,21 @@ impl State {
     /// The new front inherits the grant's decision time as the earliest it
     /// may decide at: it continues the schedule from where this grant stood,
     /// rather than from its own (later) wake-up.
-    fn grant(&mut self, id: u64, decision: Instant) -> Vec<Granted> {
-        let waiter = self.waiters.remove(&id).expect("granted waiter exists");
-        let mut keys = Vec::with_capacity(waiter.cells.len());
-        for (key, cost) in waiter.cells {
-            let cell = self.cells.get_mut(&key).expect("cell of a live waiter");
-            cell.note_grant(f64::from(cost.get()));
-            let epoch = cell.learner.as_mut().map_or(0, |l| {
-                l.granted(decision, f64::from(cost.get()));
-                l.epoch
-            });
+    fn grant(&mut self, id: u64, decision: Instant) -> Vec<Draw> {
+        let mut cells = self
+            .waiters
+            .remove(&id)
+            .expect("granted waiter exists")
+            .cells;
+        for draw in &mut cells {
+            let cell = self
+                .cells
+                .get_mut(&draw.key)
+                .expect("cell of a live waiter");
+            draw.granted(cell, decision);
             let front = cell.queue.pop_front();
             debug_assert_eq!(front, Some(id));
-            cell.queued_cost -= u64::from(cost.get());
+            cell.queued_cost -= u64::from(draw.cost.get());
             cell.metrics.queue.set(cell.queue.len() as f64);
             if let Some(&next) = cell.queue.front()
                 && let Some(waiter) = self.waiters.get_mut(&next)
@@ -265,10 +281,8 @@ impl State {
                     waker.wake();
                 }
             }
-            let syncs = cell.syncs;
-            keys.push(Granted::new(key, cost.get(), epoch, syncs));
         }
-        keys
+        cells
     }
 
     /// Removes a waiter from wherever it stands, waking any new front.
@@ -276,7 +290,7 @@ impl State {
         let Some(waiter) = self.waiters.remove(&id) else {
             return;
         };
-        for (key, cost) in waiter.cells {
+        for Draw { key, cost, .. } in waiter.cells {
             let Some(cell) = self.cells.get_mut(&key) else {
                 continue;
             };

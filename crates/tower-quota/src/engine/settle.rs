@@ -5,14 +5,14 @@ use tokio::time::Instant;
 
 use crate::learn::CellName;
 
-use super::{Engine, Granted, wake};
+use super::{Draw, Engine, wake};
 
 impl Engine {
     /// Settles what `cells` were charged against the `used` tokens the
     /// answer reported: refunds an over-estimate (waking the queue's
     /// front, which may go sooner) and charges an under-estimate, at most
     /// one burst (a wrong figure stalls a cell for one burst at most).
-    pub(crate) fn settle(&self, cells: &[Granted], used: u64) {
+    pub(crate) fn settle(&self, cells: &[Draw], used: u64) {
         if cells.is_empty() {
             return;
         }
@@ -29,7 +29,7 @@ impl Engine {
                 // grant: this request is in it (or in the next one).
                 continue;
             }
-            let charged = u64::from(granted.cost);
+            let charged = u64::from(granted.cost.get());
             let name = CellName {
                 quota: &self.limits.quotas[granted.key.quota].name,
                 key: granted.key.key.as_deref(),
