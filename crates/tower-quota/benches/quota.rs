@@ -119,6 +119,10 @@ fn bench(c: &mut Criterion) {
         b.iter(|| ready_and_call(&mut keyed, req_1k()))
     });
 
+    group.bench_function("BodyFields::parse, 1 KB body (no service)", |b| {
+        b.iter(|| tower_quota::BodyFields::parse(std::hint::black_box(long.as_bytes()), &["model"]))
+    });
+
     let mut unmatched = RateLimit::new(
         noop(),
         Limits::builder()

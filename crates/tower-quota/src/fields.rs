@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+mod scan;
+
 /// The fields of a JSON request body a quota reads, parsed once per request
 /// and handed to every quota of its route (and to [`Cost::from_fields`](crate::Cost::from_fields)).
 ///
@@ -35,11 +37,12 @@ impl BodyFields {
     /// Reads `body` as a JSON object, keeping the string values of the
     /// top-level fields named in `wanted`; `None` when it is not JSON. A
     /// JSON value that is not an object has no fields.
+    ///
+    /// The common shapes of request bodies are read by a one-pass scanner;
+    /// whatever it is not sure of (invalid JSON among them) by serde_json,
+    /// whose answer is the reference: both give the same fields.
     pub fn parse<S: AsRef<str>>(body: &[u8], wanted: &[S]) -> Option<BodyFields> {
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let fields = Top { wanted }.deserialize(&mut de).ok()?;
-        de.end().ok()?;
-        Some(fields)
+        Self::scan(body, wanted).or_else(|| parse_with_serde(body, wanted))
     }
 
     /// The string value of a wanted top-level field.
@@ -65,6 +68,36 @@ impl BodyFields {
     /// `n`, when it is a whole number.
     pub fn n(&self) -> Option<u64> {
         self.n
+    }
+}
+
+/// [`BodyFields::parse`] by serde_json alone.
+fn parse_with_serde<S: AsRef<str>>(body: &[u8], wanted: &[S]) -> Option<BodyFields> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let fields = Top { wanted }.deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(fields)
+}
+
+impl BodyFields {
+    /// Takes what a top-level field with `roles` held. The last of
+    /// duplicate keys wins, as in a parsed JSON map.
+    fn take<S: AsRef<str>>(&mut self, roles: KeyRoles, probe: Probe, wanted: &[S]) {
+        if let Some(i) = roles.input {
+            self.chars[i] = probe.chars;
+        }
+        match roles.number {
+            Some(Number::MaxTokens) => self.max_tokens = probe.number,
+            Some(Number::N) => self.n = probe.number,
+            None => {}
+        }
+        if let Some(w) = roles.wanted {
+            let name = wanted[w].as_ref();
+            self.strings.retain(|(n, _)| n != name);
+            if let Some(text) = probe.text {
+                self.strings.push((name.to_owned(), text));
+            }
+        }
     }
 }
 
@@ -96,24 +129,9 @@ impl<'de, S: AsRef<str>> Visitor<'de> for Top<'_, S> {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
-            // The last of duplicate keys wins, as in a parsed JSON map.
             let keep_text = key.wanted.is_some();
             let probe = map.next_value_seed(ProbeVisitor { keep_text })?;
-            if let Some(i) = key.input {
-                out.chars[i] = probe.chars;
-            }
-            match key.number {
-                Some(Number::MaxTokens) => out.max_tokens = probe.number,
-                Some(Number::N) => out.n = probe.number,
-                None => {}
-            }
-            if let Some(w) = key.wanted {
-                let name = wanted[w].as_ref();
-                out.strings.retain(|(n, _)| n != name);
-                if let Some(text) = probe.text {
-                    out.strings.push((name.to_owned(), text));
-                }
-            }
+            out.take(key, probe, wanted);
         }
         Ok(out)
     }
@@ -174,6 +192,18 @@ impl KeyRoles {
         number: None,
         wanted: None,
     };
+
+    fn of<S: AsRef<str>>(key: &str, wanted: &[S]) -> KeyRoles {
+        KeyRoles {
+            input: INPUTS.iter().position(|k| *k == key),
+            number: match key {
+                "max_tokens" => Some(Number::MaxTokens),
+                "n" => Some(Number::N),
+                _ => None,
+            },
+            wanted: wanted.iter().position(|w| w.as_ref() == key),
+        }
+    }
 }
 
 impl<'de, S: AsRef<str>> DeserializeSeed<'de> for TopKey<'_, S> {
@@ -192,15 +222,7 @@ impl<'de, S: AsRef<str>> Visitor<'de> for TopKey<'_, S> {
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<KeyRoles, E> {
-        Ok(KeyRoles {
-            input: INPUTS.iter().position(|k| *k == key),
-            number: match key {
-                "max_tokens" => Some(Number::MaxTokens),
-                "n" => Some(Number::N),
-                _ => None,
-            },
-            wanted: self.wanted.iter().position(|w| w.as_ref() == key),
-        })
+        Ok(KeyRoles::of(key, self.wanted))
     }
 }
 
@@ -358,6 +380,16 @@ enum PartKey {
     Other,
 }
 
+impl PartKey {
+    fn of(key: &str) -> PartKey {
+        match key {
+            "content" => PartKey::Content,
+            "text" => PartKey::Text,
+            _ => PartKey::Other,
+        }
+    }
+}
+
 impl<'de> de::Deserialize<'de> for PartKey {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<PartKey, D::Error> {
         d.deserialize_str(PartKeyVisitor)
@@ -374,11 +406,7 @@ impl Visitor<'_> for PartKeyVisitor {
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<PartKey, E> {
-        Ok(match key {
-            "content" => PartKey::Content,
-            "text" => PartKey::Text,
-            _ => PartKey::Other,
-        })
+        Ok(PartKey::of(key))
     }
 }
 
@@ -478,7 +506,100 @@ mod tests {
         })
     }
 
+    /// A body, then broken or made awkward: a snippet inserted, or cut short.
+    fn awkward_body() -> impl Strategy<Value = Vec<u8>> {
+        let snippets: [&[u8]; 22] = [
+            b"\\",
+            b"\"",
+            b"\x01",
+            b"1e400",
+            b"-0",
+            b"1.5",
+            b"\\ud800",
+            b"\\u00e9",
+            b",",
+            b"}",
+            b"]",
+            b"{",
+            b"[",
+            b" ",
+            b"0",
+            b".",
+            b"e",
+            b"-",
+            b"\xff",
+            b"null",
+            b"\"content\":",
+            b"18446744073709551616",
+        ];
+        (body(), any::<usize>(), 0..snippets.len() + 1).prop_map(move |(text, at, which)| {
+            let mut bytes = text.into_bytes();
+            let at = at % (bytes.len() + 1);
+            match snippets.get(which) {
+                Some(snippet) => {
+                    bytes.splice(at..at, snippet.iter().copied());
+                }
+                None => bytes.truncate(at),
+            }
+            bytes
+        })
+    }
+
+    #[test]
+    fn the_fast_reader_reads_common_bodies_and_gives_up_on_the_rest() {
+        let common: [&[u8]; 6] = [
+            br#"{"model":"m","messages":[{"role":"system","content":"Be terse.\n\tOK"},{"role":"user","content":[{"type":"text","text":"caf\u00e9 \"x\" \/ \\"},{"type":"image_url","image_url":{"url":"data:,"}}]}],"max_tokens":512,"temperature":0.7,"top_p":1e-1,"stop":["\n\n"],"stream":true,"n":1,"tools":null}"#,
+            " {\"model\" : \"m\", \"input\" : [\"été\", \"😀\"] }\n".as_bytes(),
+            br#"{"model":"m","input":"one text","encoding_format":"float","dimensions":-3}"#,
+            br#"{"model":"m","prompt":["a","b"],"max_tokens":0,"logit_bias":{"50256":-100.5}}"#,
+            br#"{}"#,
+            br#"{"model":"m","messages":[],"max_tokens":18446744073709551615}"#,
+        ];
+        for body in common {
+            let fast = BodyFields::scan(body, &["model"]);
+            assert!(fast.is_some(), "{}", String::from_utf8_lossy(body));
+            assert_eq!(fast, parse_with_serde(body, &["model"]));
+        }
+        // Left to serde_json, which decides: its answer is the one given.
+        let awkward: [&[u8]; 11] = [
+            b"{\"model\":\"a\x01\"}",
+            b"{\"input\":[\"a\x1fb\"]}",
+            br#"{"model":"m","max_tokens":1e400}"#,
+            br#"{"n":1.0}"#,
+            br#"{"model":"caf\u00e9"}"#,
+            br#"{"mod\u0065l":"m"}"#,
+            br#"{"input":"\ud83d\ude00"}"#,
+            br#"{"max_tokens":18446744073709551616}"#,
+            br#"[1]"#,
+            b"{\"input\":\"\xff\"}",
+            br#"{"model":"m",}"#,
+        ];
+        for body in awkward {
+            let text = String::from_utf8_lossy(body);
+            assert_eq!(BodyFields::scan(body, &["model"]), None, "{text}");
+            let parsed = BodyFields::parse(body, &["model"]);
+            assert_eq!(parsed, parse_with_serde(body, &["model"]), "{text}");
+        }
+        let deep = format!("{{\"other\":{}{}}}", "[".repeat(100), "]".repeat(100));
+        assert_eq!(BodyFields::scan(deep.as_bytes(), &["model"]), None);
+        let parsed = BodyFields::parse(deep.as_bytes(), &["model"]);
+        assert_eq!(parsed, Some(BodyFields::default()));
+    }
+
     proptest! {
+        // A snippet lands where it matters (inside a read string, say) in
+        // a few cases of each hundred: more cases than the default.
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        #[test]
+        fn the_fast_reader_answers_as_serde_json_or_not_at_all(bytes in awkward_body()) {
+            if let Some(fast) = BodyFields::scan(&bytes, &["model", "input"]) {
+                prop_assert_eq!(Some(fast), parse_with_serde(&bytes, &["model", "input"]));
+            }
+        }
+    }
+
+    proptest! {
+
         #[test]
         fn fields_read_what_the_parsed_tree_says(text in body()) {
             let tree: Value = serde_json::from_str(&text).unwrap();

@@ -1,0 +1,370 @@
+//! The fast reader behind [`BodyFields::parse`]: one pass over a JSON
+//! body, no serde machinery, for the shapes request bodies have.
+//!
+//! It answers only when it is sure to answer as the serde_json reader
+//! would, and otherwise gives up (`None`) so that reader decides: on
+//! anything that is not JSON, a number with a fraction or an exponent where
+//! serde_json would read its value (and refuse one out of range), a whole
+//! number past `u64`, a `\u` escape of a surrogate, an escaped key or a
+//! wanted field's escaped text, nesting deeper than [`MAX_DEPTH`], a body
+//! that is not UTF-8, a top-level value that is not an object.
+//!
+//! Where it reads: string text a block of 32 bytes at a time while the
+//! block is printable ASCII with no quote or backslash (one vectorized
+//! test), otherwise a byte at a time (no control characters; characters
+//! are the bytes that do not continue a UTF-8 sequence, the whole body
+//! checked as UTF-8 once); escapes are checked and count one character.
+
+use super::{BodyFields, KeyRoles, PartKey, Probe};
+
+/// Nesting deeper than this is left to serde_json (its own limit is 128).
+const MAX_DEPTH: usize = 64;
+
+impl BodyFields {
+    /// `body`'s fields by the fast reader, or `None` when the serde_json
+    /// reader must decide.
+    pub(super) fn scan<S: AsRef<str>>(body: &[u8], wanted: &[S]) -> Option<BodyFields> {
+        let text = std::str::from_utf8(body).ok()?;
+        let mut scan = Scan {
+            text,
+            bytes: body,
+            at: 0,
+        };
+        let mut out = BodyFields::default();
+        scan.space();
+        scan.object(0, |scan, key, depth| {
+            let roles = KeyRoles::of(key.plain?, wanted);
+            if roles == KeyRoles::NONE {
+                return scan.skip(depth);
+            }
+            let probe = scan.probe(roles.wanted.is_some(), depth)?;
+            out.take(roles, probe, wanted);
+            Some(())
+        })?;
+        scan.space();
+        (scan.at == body.len()).then_some(out)
+    }
+}
+
+/// A string read: its characters, and its text when it has no escapes.
+struct Str<'a> {
+    chars: usize,
+    plain: Option<&'a str>,
+}
+
+/// A number read.
+enum Num {
+    /// A whole number that fits `u64`.
+    Whole(u64),
+    /// A negative whole number of at most 18 digits (no `u64`, no range error).
+    Negative,
+    /// A fraction, an exponent or a whole number past `u64`: serde_json
+    /// reads its value as a float, and may refuse it.
+    Other,
+}
+
+struct Scan<'a> {
+    /// The body, checked as UTF-8.
+    text: &'a str,
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        let found = self.peek() == Some(byte);
+        self.at += usize::from(found);
+        found
+    }
+
+    fn space(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            self.at += 1;
+        }
+    }
+
+    /// An object (its `{` next), calling `field` with each key and the
+    /// depth of its value, the value next.
+    fn object(
+        &mut self,
+        depth: usize,
+        mut field: impl FnMut(&mut Self, Str<'a>, usize) -> Option<()>,
+    ) -> Option<()> {
+        if depth >= MAX_DEPTH || self.next()? != b'{' {
+            return None;
+        }
+        self.space();
+        if self.eat(b'}') {
+            return Some(());
+        }
+        loop {
+            self.space();
+            let key = self.string()?;
+            self.space();
+            if self.next()? != b':' {
+                return None;
+            }
+            self.space();
+            field(self, key, depth + 1)?;
+            self.space();
+            match self.next()? {
+                b',' => {}
+                b'}' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    /// An array (its `[` next), calling `element` with the depth of each
+    /// element, the element next.
+    fn array(
+        &mut self,
+        depth: usize,
+        mut element: impl FnMut(&mut Self, usize) -> Option<()>,
+    ) -> Option<()> {
+        if depth >= MAX_DEPTH || self.next()? != b'[' {
+            return None;
+        }
+        self.space();
+        if self.eat(b']') {
+            return Some(());
+        }
+        loop {
+            self.space();
+            element(self, depth + 1)?;
+            self.space();
+            match self.next()? {
+                b',' => {}
+                b']' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string (its `"` next).
+    fn string(&mut self) -> Option<Str<'a>> {
+        if self.next()? != b'"' {
+            return None;
+        }
+        let start = self.at;
+        let (mut chars, mut escaped) = (0, false);
+        loop {
+            while let Some(block) = self.bytes[self.at..].first_chunk::<BLOCK>()
+                && is_plain(block)
+            {
+                chars += BLOCK;
+                self.at += BLOCK;
+            }
+            // The block that was not plain (or the body's last bytes), a
+            // byte at a time.
+            let end = (self.at + BLOCK).min(self.bytes.len());
+            while self.at < end {
+                let byte = self.bytes[self.at];
+                self.at += 1;
+                match byte {
+                    b'"' => {
+                        // Both ends are ASCII quotes: character boundaries.
+                        let plain = (!escaped).then(|| &self.text[start..self.at - 1]);
+                        return Some(Str { chars, plain });
+                    }
+                    b'\\' => {
+                        self.escape()?;
+                        chars += 1;
+                        escaped = true;
+                    }
+                    0..0x20 => return None,
+                    // Characters are the bytes that do not continue a
+                    // UTF-8 sequence (the body is UTF-8).
+                    _ => chars += usize::from(byte & 0xC0 != 0x80),
+                }
+            }
+            if self.at >= self.bytes.len() {
+                return None;
+            }
+        }
+    }
+
+    /// An escape, after its `\`: one character (a surrogate gives up).
+    fn escape(&mut self) -> Option<()> {
+        match self.next()? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(()),
+            b'u' => {
+                let hex = self.bytes.get(self.at..self.at + 4)?;
+                self.at += 4;
+                let unit = hex.iter().try_fold(0u32, |unit, &digit| {
+                    Some(unit * 16 + char::from(digit).to_digit(16)?)
+                })?;
+                (!(0xD800..=0xDFFF).contains(&unit)).then_some(())
+            }
+            _ => None,
+        }
+    }
+
+    /// A number (its first byte next), by JSON's grammar.
+    fn number(&mut self) -> Option<Num> {
+        let negative = self.eat(b'-');
+        let start = self.at;
+        match self.next()? {
+            b'0' => {}
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        let whole = &self.bytes[start..self.at];
+        let mut other = false;
+        if self.eat(b'.') {
+            if !self.some_digits() {
+                return None;
+            }
+            other = true;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.at += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.at += 1;
+            }
+            if !self.some_digits() {
+                return None;
+            }
+            other = true;
+        }
+        Some(match (other, negative) {
+            (true, _) => Num::Other,
+            (false, true) if whole.len() <= 18 => Num::Negative,
+            (false, true) => Num::Other,
+            (false, false) => whole
+                .iter()
+                .try_fold(0u64, |n, &d| {
+                    n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+                })
+                .map_or(Num::Other, Num::Whole),
+        })
+    }
+
+    fn digits(&mut self) {
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.at += 1;
+        }
+    }
+
+    fn some_digits(&mut self) -> bool {
+        let start = self.at;
+        self.digits();
+        self.at > start
+    }
+
+    fn literal(&mut self) -> Option<()> {
+        let word: &[u8] = match self.peek()? {
+            b't' => b"true",
+            b'f' => b"false",
+            _ => b"null",
+        };
+        let found = self.bytes.get(self.at..self.at + word.len())? == word;
+        self.at += word.len();
+        found.then_some(())
+    }
+
+    /// Any value, only checked (serde_json's `IgnoredAny`: a number's
+    /// grammar, not its range).
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' => self.object(depth, |scan, _, depth| scan.skip(depth)),
+            b'[' => self.array(depth, |scan, depth| scan.skip(depth)),
+            b't' | b'f' | b'n' => self.literal(),
+            _ => self.number().map(drop),
+        }
+    }
+
+    /// A number whose value serde_json would read, and drop.
+    fn read_number(&mut self) -> Option<Option<u64>> {
+        match self.number()? {
+            Num::Whole(n) => Some(Some(n)),
+            Num::Negative => Some(None),
+            Num::Other => None,
+        }
+    }
+
+    /// The characters of an input value, as `CharsVisitor` counts them.
+    fn count(&mut self, depth: usize) -> Option<usize> {
+        match self.peek()? {
+            b'"' => Some(self.string()?.chars),
+            b'[' => {
+                let mut total = 0;
+                self.array(depth, |scan, depth| {
+                    total += scan.count(depth)?;
+                    Some(())
+                })?;
+                Some(total)
+            }
+            b'{' => {
+                let (mut content, mut text) = (0, 0);
+                self.object(depth, |scan, key, depth| {
+                    match PartKey::of(key.plain?) {
+                        PartKey::Content => content = scan.count(depth)?,
+                        PartKey::Text => text = scan.count(depth)?,
+                        PartKey::Other => scan.skip(depth)?,
+                    }
+                    Some(())
+                })?;
+                Some(content + text)
+            }
+            b't' | b'f' | b'n' => self.literal().map(|()| 0),
+            _ => self.read_number().map(|_| 0),
+        }
+    }
+
+    /// A top-level field's value, as `ProbeVisitor` reads it.
+    fn probe(&mut self, keep_text: bool, depth: usize) -> Option<Probe> {
+        Some(match self.peek()? {
+            b'"' => {
+                let string = self.string()?;
+                let text = match keep_text {
+                    true => Some(string.plain?.to_owned()),
+                    false => None,
+                };
+                Probe {
+                    chars: string.chars,
+                    number: None,
+                    text,
+                }
+            }
+            b'[' | b'{' => Probe {
+                chars: self.count(depth)?,
+                ..Probe::default()
+            },
+            b't' | b'f' | b'n' => {
+                self.literal()?;
+                Probe::default()
+            }
+            _ => Probe {
+                number: self.read_number()?,
+                ..Probe::default()
+            },
+        })
+    }
+}
+
+/// The bytes of string text read a block at a time.
+const BLOCK: usize = 32;
+
+/// Whether a block is all printable ASCII with no quote and no backslash:
+/// text counted a character a byte. One test for the block, which the
+/// compiler turns into vector arithmetic: a byte's high bit is set in
+/// `b | b - 0x20` exactly when it is below 0x20 or above 0x7f, and, for
+/// an ASCII byte, in `(b ^ q) - 1` exactly when it equals `q`.
+fn is_plain(block: &[u8; BLOCK]) -> bool {
+    let odd = block.iter().fold(0u8, |odd, &b| {
+        odd | b | b.wrapping_sub(0x20) | (b ^ b'"').wrapping_sub(1) | (b ^ b'\\').wrapping_sub(1)
+    });
+    odd & 0x80 == 0
+}
