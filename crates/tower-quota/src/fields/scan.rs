@@ -165,31 +165,30 @@ impl<'a> Scan<'a> {
                 chars += BLOCK;
                 self.at += BLOCK;
             }
-            // The block that was not plain (or the body's last bytes), a
-            // byte at a time.
-            let end = (self.at + BLOCK).min(self.bytes.len());
-            while self.at < end {
-                let byte = self.bytes[self.at];
-                self.at += 1;
-                match byte {
-                    b'"' => {
-                        // Both ends are ASCII quotes: character boundaries.
-                        let plain = (!escaped).then(|| &self.text[start..self.at - 1]);
-                        return Some(Str { chars, plain });
-                    }
-                    b'\\' => {
-                        self.escape()?;
-                        chars += 1;
-                        escaped = true;
-                    }
-                    0..0x20 => return None,
-                    // Characters are the bytes that do not continue a
-                    // UTF-8 sequence (the body is UTF-8).
-                    _ => chars += usize::from(byte & 0xC0 != 0x80),
+            // Then a word at a time up to the first byte that needs a look.
+            while let Some(word) = self.bytes[self.at..].first_chunk::<8>() {
+                let plain = (specials(u64::from_le_bytes(*word)).trailing_zeros() / 8) as usize;
+                chars += plain;
+                self.at += plain;
+                if plain < 8 {
+                    break;
                 }
             }
-            if self.at >= self.bytes.len() {
-                return None;
+            match self.next()? {
+                b'"' => {
+                    // Both ends are ASCII quotes: character boundaries.
+                    let plain = (!escaped).then(|| &self.text[start..self.at - 1]);
+                    return Some(Str { chars, plain });
+                }
+                b'\\' => {
+                    self.escape()?;
+                    chars += 1;
+                    escaped = true;
+                }
+                0..0x20 => return None,
+                // Characters are the bytes that do not continue a UTF-8
+                // sequence (the body is UTF-8).
+                byte => chars += usize::from(byte & 0xC0 != 0x80),
             }
         }
     }
@@ -352,6 +351,18 @@ impl<'a> Scan<'a> {
             },
         })
     }
+}
+
+/// The high bit of each byte of `w` (little-endian) that is a quote, a
+/// backslash, a control character or past ASCII, exact for the lowest
+/// such byte: the zero-byte tests used borrow only upward, from a byte
+/// they flag.
+fn specials(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = ONES << 7;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) | control | (w & HIGH)
 }
 
 /// The bytes of string text read a block at a time.
