@@ -193,15 +193,15 @@ impl KeyRoles {
         wanted: None,
     };
 
-    fn of<S: AsRef<str>>(key: &str, wanted: &[S]) -> KeyRoles {
+    fn of<S: AsRef<str>>(key: &[u8], wanted: &[S]) -> KeyRoles {
         KeyRoles {
-            input: INPUTS.iter().position(|k| *k == key),
+            input: INPUTS.iter().position(|k| k.as_bytes() == key),
             number: match key {
-                "max_tokens" => Some(Number::MaxTokens),
-                "n" => Some(Number::N),
+                b"max_tokens" => Some(Number::MaxTokens),
+                b"n" => Some(Number::N),
                 _ => None,
             },
-            wanted: wanted.iter().position(|w| w.as_ref() == key),
+            wanted: wanted.iter().position(|w| w.as_ref().as_bytes() == key),
         }
     }
 }
@@ -222,7 +222,7 @@ impl<'de, S: AsRef<str>> Visitor<'de> for TopKey<'_, S> {
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<KeyRoles, E> {
-        Ok(KeyRoles::of(key, self.wanted))
+        Ok(KeyRoles::of(key.as_bytes(), self.wanted))
     }
 }
 
@@ -381,10 +381,10 @@ enum PartKey {
 }
 
 impl PartKey {
-    fn of(key: &str) -> PartKey {
+    fn of(key: &[u8]) -> PartKey {
         match key {
-            "content" => PartKey::Content,
-            "text" => PartKey::Text,
+            b"content" => PartKey::Content,
+            b"text" => PartKey::Text,
             _ => PartKey::Other,
         }
     }
@@ -406,7 +406,7 @@ impl Visitor<'_> for PartKeyVisitor {
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<PartKey, E> {
-        Ok(PartKey::of(key))
+        Ok(PartKey::of(key.as_bytes()))
     }
 }
 

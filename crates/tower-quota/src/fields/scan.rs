@@ -6,14 +6,16 @@
 //! anything that is not JSON, a number with a fraction or an exponent where
 //! serde_json would read its value (and refuse one out of range), a whole
 //! number past `u64`, a `\u` escape of a surrogate, an escaped key or a
-//! wanted field's escaped text, nesting deeper than [`MAX_DEPTH`], a body
+//! wanted field's escaped text, nesting deeper than [`MAX_DEPTH`], a string
 //! that is not UTF-8, a top-level value that is not an object.
 //!
 //! Where it reads: string text a block of 32 bytes at a time while the
 //! block is printable ASCII with no quote or backslash (one vectorized
-//! test), otherwise a byte at a time (no control characters; characters
-//! are the bytes that do not continue a UTF-8 sequence, the whole body
-//! checked as UTF-8 once); escapes are checked and count one character.
+//! test), then a word of 8 bytes at a time to the first byte that needs a
+//! look, and that byte alone (no control characters; characters
+//! are the bytes that do not continue a UTF-8 sequence; a string past
+//! ASCII is checked as UTF-8 at its end, and outside strings the grammar
+//! admits ASCII only); escapes are checked and count one character.
 
 use super::{BodyFields, KeyRoles, PartKey, Probe};
 
@@ -24,16 +26,11 @@ impl BodyFields {
     /// `body`'s fields by the fast reader, or `None` when the serde_json
     /// reader must decide.
     pub(super) fn scan<S: AsRef<str>>(body: &[u8], wanted: &[S]) -> Option<BodyFields> {
-        let text = std::str::from_utf8(body).ok()?;
-        let mut scan = Scan {
-            text,
-            bytes: body,
-            at: 0,
-        };
+        let mut scan = Scan { bytes: body, at: 0 };
         let mut out = BodyFields::default();
         scan.space();
         scan.object(0, |scan, key, depth| {
-            let roles = KeyRoles::of(key.plain?, wanted);
+            let roles = KeyRoles::of(key.plain()?, wanted);
             if roles == KeyRoles::NONE {
                 return scan.skip(depth);
             }
@@ -46,10 +43,19 @@ impl BodyFields {
     }
 }
 
-/// A string read: its characters, and its text when it has no escapes.
+/// A string read: its characters, and its bytes between the quotes
+/// (UTF-8, checked).
 struct Str<'a> {
     chars: usize,
-    plain: Option<&'a str>,
+    raw: &'a [u8],
+    escaped: bool,
+}
+
+impl<'a> Str<'a> {
+    /// Its bytes, when it has no escapes: its text.
+    fn plain(&self) -> Option<&'a [u8]> {
+        (!self.escaped).then_some(self.raw)
+    }
 }
 
 /// A number read.
@@ -64,8 +70,6 @@ enum Num {
 }
 
 struct Scan<'a> {
-    /// The body, checked as UTF-8.
-    text: &'a str,
     bytes: &'a [u8],
     at: usize,
 }
@@ -157,7 +161,7 @@ impl<'a> Scan<'a> {
             return None;
         }
         let start = self.at;
-        let (mut chars, mut escaped) = (0, false);
+        let (mut chars, mut escaped, mut wide) = (0, false, false);
         loop {
             while let Some(block) = self.bytes[self.at..].first_chunk::<BLOCK>()
                 && is_plain(block)
@@ -176,9 +180,17 @@ impl<'a> Scan<'a> {
             }
             match self.next()? {
                 b'"' => {
-                    // Both ends are ASCII quotes: character boundaries.
-                    let plain = (!escaped).then(|| &self.text[start..self.at - 1]);
-                    return Some(Str { chars, plain });
+                    let raw = &self.bytes[start..self.at - 1];
+                    // Text past ASCII must be UTF-8 (outside strings the
+                    // grammar admits ASCII only).
+                    if wide {
+                        std::str::from_utf8(raw).ok()?;
+                    }
+                    return Some(Str {
+                        chars,
+                        raw,
+                        escaped,
+                    });
                 }
                 b'\\' => {
                     self.escape()?;
@@ -187,8 +199,11 @@ impl<'a> Scan<'a> {
                 }
                 0..0x20 => return None,
                 // Characters are the bytes that do not continue a UTF-8
-                // sequence (the body is UTF-8).
-                byte => chars += usize::from(byte & 0xC0 != 0x80),
+                // sequence (checked at the end).
+                byte => {
+                    chars += usize::from(byte & 0xC0 != 0x80);
+                    wide = true;
+                }
             }
         }
     }
@@ -308,7 +323,7 @@ impl<'a> Scan<'a> {
             b'{' => {
                 let (mut content, mut text) = (0, 0);
                 self.object(depth, |scan, key, depth| {
-                    match PartKey::of(key.plain?) {
+                    match PartKey::of(key.plain()?) {
                         PartKey::Content => content = scan.count(depth)?,
                         PartKey::Text => text = scan.count(depth)?,
                         PartKey::Other => scan.skip(depth)?,
@@ -328,7 +343,7 @@ impl<'a> Scan<'a> {
             b'"' => {
                 let string = self.string()?;
                 let text = match keep_text {
-                    true => Some(string.plain?.to_owned()),
+                    true => Some(std::str::from_utf8(string.plain()?).ok()?.to_owned()),
                     false => None,
                 };
                 Probe {
