@@ -104,29 +104,15 @@ impl<'a> Scan<'a> {
         depth: usize,
         mut field: impl FnMut(&mut Self, Str<'a>, usize) -> Option<()>,
     ) -> Option<()> {
-        if depth >= MAX_DEPTH || self.next()? != b'{' {
-            return None;
-        }
-        self.space();
-        if self.eat(b'}') {
-            return Some(());
-        }
-        loop {
-            self.space();
-            let key = self.string()?;
-            self.space();
-            if self.next()? != b':' {
+        self.items(b'{', b'}', depth, |scan, depth| {
+            let key = scan.string()?;
+            scan.space();
+            if scan.next()? != b':' {
                 return None;
             }
-            self.space();
-            field(self, key, depth + 1)?;
-            self.space();
-            match self.next()? {
-                b',' => {}
-                b'}' => return Some(()),
-                _ => return None,
-            }
-        }
+            scan.space();
+            field(scan, key, depth)
+        })
     }
 
     /// An array (its `[` next), calling `element` with the depth of each
@@ -134,22 +120,33 @@ impl<'a> Scan<'a> {
     fn array(
         &mut self,
         depth: usize,
-        mut element: impl FnMut(&mut Self, usize) -> Option<()>,
+        element: impl FnMut(&mut Self, usize) -> Option<()>,
     ) -> Option<()> {
-        if depth >= MAX_DEPTH || self.next()? != b'[' {
+        self.items(b'[', b']', depth, element)
+    }
+
+    /// Items between `open` (next) and `close`, separated by commas.
+    fn items(
+        &mut self,
+        open: u8,
+        close: u8,
+        depth: usize,
+        mut item: impl FnMut(&mut Self, usize) -> Option<()>,
+    ) -> Option<()> {
+        if depth >= MAX_DEPTH || self.next()? != open {
             return None;
         }
         self.space();
-        if self.eat(b']') {
+        if self.eat(close) {
             return Some(());
         }
         loop {
             self.space();
-            element(self, depth + 1)?;
+            item(self, depth + 1)?;
             self.space();
             match self.next()? {
                 b',' => {}
-                b']' => return Some(()),
+                byte if byte == close => return Some(()),
                 _ => return None,
             }
         }
