@@ -104,8 +104,8 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    /// Free to go (granted at admission, or on no quota), the inner service
-    /// not ready yet: the future readies it, then calls it.
+    /// Free to go (granted at admission, with the cells for feedback, or
+    /// on no quota): the future readies the inner service, then calls it.
     pub(crate) fn ready(svc: S, req: Request<B>, feedback: Option<Feedback>) -> Self {
         ResponseFuture {
             state: State::Ready {
@@ -113,13 +113,6 @@ where
                 req: Some(req),
                 feedback,
             },
-        }
-    }
-
-    /// The inner service already called; its answer is read for feedback.
-    pub(crate) fn calling(fut: S::Future, feedback: Option<Feedback>) -> Self {
-        ResponseFuture {
-            state: State::Calling { fut, feedback },
         }
     }
 

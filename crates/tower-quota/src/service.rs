@@ -1,7 +1,7 @@
 use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use tower_service::Service;
@@ -18,22 +18,18 @@ use crate::{BoxError, ResponseBody, Snapshot};
 /// # Backpressure
 ///
 /// `poll_ready` is always ready: the route, and so the quota, is only known
-/// from the request. The inner service is readied only after the grant, so
-/// it is never called unready and no inner capacity (a connection, a
-/// concurrency permit) is held while a request waits for quota:
-///
-/// - a request granted at once (nobody ahead, quota free) or on no quota
-///   is sent from `call` when the inner service is ready then (asked with
-///   no waker); if it is not, the response future takes it and drives it
-///   to readiness with the caller's waker;
-/// - a request that must wait takes a clone of the inner service into its
-///   response future, which readies and calls it after the grant.
+/// from the request. The wait happens in the response future, which then
+/// drives its own clone of the inner service to readiness and calls it, so
+/// an inner service is never called unready and no inner capacity (a
+/// connection, a concurrency permit) is held while a request waits for quota.
+/// `call` itself never polls or calls the inner service (tower's contract:
+/// `call` may run off the task), so a request is sent from its future, under
+/// whatever span that future runs in.
 ///
 /// # Clone
 ///
-/// Clones share the quotas (and the queues). The inner service is cloned
-/// for a request that waits or finds it not ready, not for one sent from
-/// `call`.
+/// Clones share the quotas (and the queues). The inner service is cloned once
+/// per request.
 ///
 /// # Cancellation
 ///
@@ -73,32 +69,6 @@ impl<S> RateLimit<S> {
     /// Unwraps the inner service.
     pub fn into_inner(self) -> S {
         self.inner
-    }
-
-    /// The inner service, leaving a clone in its place: the future readies
-    /// its own copy.
-    fn take_inner(&mut self) -> S
-    where
-        S: Clone,
-    {
-        let clone = self.inner.clone();
-        std::mem::replace(&mut self.inner, clone)
-    }
-
-    /// Sends a request that may go now: called at once if the inner service
-    /// is ready (asked without a waker: a service not ready is asked again,
-    /// with the caller's waker, by the future, which holds it from then on).
-    fn send<B>(&mut self, req: Request<B>, feedback: Option<Feedback>) -> ResponseFuture<S, B>
-    where
-        S: Service<Request<B>> + Clone,
-        S::Error: Into<BoxError>,
-    {
-        let mut no_waker = Context::from_waker(Waker::noop());
-        match self.inner.poll_ready(&mut no_waker) {
-            Poll::Ready(Ok(())) => ResponseFuture::calling(self.inner.call(req), feedback),
-            Poll::Ready(Err(error)) => ResponseFuture::failed(error.into()),
-            Poll::Pending => ResponseFuture::ready(self.take_inner(), req, feedback),
-        }
     }
 
     /// Matches the request to a route and queues it on the route's cells.
@@ -176,15 +146,19 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        // Take the service that was (or was not) readied and leave a clone:
+        // the future readies its own copy after the grant.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
         let (req, admission) = self.admit(req);
         match admission {
-            Ok(Admission::Pass) => self.send(req, None),
+            Ok(Admission::Pass) => ResponseFuture::ready(inner, req, None),
+            Ok(Admission::Queued(id)) => {
+                ResponseFuture::waiting(self.engine.clone(), id, inner, req)
+            }
             Ok(Admission::Granted(cells)) => {
                 let feedback = Feedback::new(self.engine.clone(), cells);
-                self.send(req, Some(feedback))
-            }
-            Ok(Admission::Queued(id)) => {
-                ResponseFuture::waiting(self.engine.clone(), id, self.take_inner(), req)
+                ResponseFuture::ready(inner, req, Some(feedback))
             }
             Err(error) => ResponseFuture::failed(error),
         }

@@ -5,7 +5,8 @@
 //! would, and otherwise gives up (`None`) so that reader decides: on
 //! anything that is not JSON, a number with a fraction or an exponent where
 //! serde_json would read its value (and refuse one out of range), a whole
-//! number past `u64`, a `\u` escape of a surrogate, an escaped key or a
+//! number past `u64`, a `\u` escape of a surrogate, an escaped key where
+//! keys are read (the top level's, a message's or content part's), a
 //! wanted field's escaped text, nesting deeper than [`MAX_DEPTH`], a string
 //! that is not UTF-8, a top-level value that is not an object.
 //!
