@@ -10,6 +10,7 @@ use tower_quota::Snapshot;
 use super::client::Client;
 use super::feed::Feeders;
 use super::options::RunOptions;
+use super::options::is_page;
 use super::plan::save_paces;
 use super::send::Done;
 use super::stop::{early_stop, suggest};
@@ -156,6 +157,8 @@ pub(crate) async fn collect(
     tokio::pin!(grace);
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Paces and holds are sampled only for a report page's charts.
+    let charts = cx.opts.reports.iter().any(|path| is_page(path));
     let mut sampler = tokio::time::interval(SAMPLE_EVERY);
     sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut write_error = None;
@@ -218,7 +221,7 @@ pub(crate) async fn collect(
                     cx.opts.grace
                 ));
             }
-            _ = sampler.tick() => sample(cx, &tally),
+            _ = sampler.tick(), if charts => sample(cx, &tally),
             _ = ticker.tick() => {
                 note_store(cx, progress, &mut store_failing);
                 progress.update(tally.done, total, &status_line(cx, &tally), false);
@@ -232,7 +235,9 @@ pub(crate) async fn collect(
         }
     }
     tally.wall = start.elapsed();
-    sample(cx, &tally);
+    if charts {
+        sample(cx, &tally);
+    }
     tally.interrupted = interrupts > 0;
     progress.update(tally.done, total, &status_line(cx, &tally), true);
     if let Some(e) = save_paces(cx.opts, &cx.client.quota) {

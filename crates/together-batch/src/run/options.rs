@@ -52,3 +52,10 @@ pub(crate) struct RunOptions {
     /// A saved state older than this is ignored.
     pub(crate) state_max_age: Duration,
 }
+
+/// Whether a report path asks for the page (`.html`, `.htm`).
+pub(crate) fn is_page(path: &std::path::Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"))
+}

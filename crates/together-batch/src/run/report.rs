@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::client::Client;
 use super::collect::{Stats, Tally};
-use super::options::RunOptions;
+use super::options::{RunOptions, is_page};
 use super::plan::Plan;
 use super::timeline::Series;
 
@@ -286,11 +286,4 @@ impl Report {
             Err(errors.join("; "))
         }
     }
-}
-
-/// Whether a report path asks for the page (`.html`, `.htm`).
-fn is_page(path: &std::path::Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"))
 }
