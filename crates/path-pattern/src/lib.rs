@@ -118,6 +118,10 @@ impl PathPattern {
     /// `Some` of the `{id}` segment (or the first parameter), if the pattern has one.
     pub fn capture<'a>(&self, path: &'a str) -> Option<Option<&'a str>> {
         if let Some(literal) = &self.literal {
+            // The common case first: the path as written, with no query.
+            if path == literal {
+                return Some(None);
+            }
             let path = path.split_once('?').map_or(path, |(p, _)| p);
             if path == literal {
                 return Some(None);
