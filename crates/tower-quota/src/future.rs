@@ -25,29 +25,28 @@ pin_project! {
         S: Service<Request<B>>,
     {
         #[pin]
-        state: State<S, B, S::Future>,
+        state: State<S::Future>,
+        // The inner service and the request stay here, never moved, until
+        // the request is sent: only the small state changes on the way.
+        svc: Option<S>,
+        req: Option<Request<B>>,
+        // The cells the request drew on, once granted.
+        feedback: Option<Feedback>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, B, F> {
+    enum State<F> {
         Waiting {
             ticket: Ticket,
             sleep: Option<Pin<Box<Sleep>>>,
             asking: Option<Pin<Box<Timeout<DecisionFuture>>>>,
-            svc: Option<S>,
-            req: Option<Request<B>>,
         },
-        Ready {
-            svc: Option<S>,
-            req: Option<Request<B>>,
-            feedback: Option<Feedback>,
-        },
+        Ready,
         Calling {
             #[pin]
             fut: F,
-            feedback: Option<Feedback>,
         },
         Failed {
             error: Option<BoxError>,
@@ -108,11 +107,10 @@ where
     /// on no quota): the future readies the inner service, then calls it.
     pub(crate) fn ready(svc: S, req: Request<B>, feedback: Option<Feedback>) -> Self {
         ResponseFuture {
-            state: State::Ready {
-                svc: Some(svc),
-                req: Some(req),
-                feedback,
-            },
+            state: State::Ready,
+            svc: Some(svc),
+            req: Some(req),
+            feedback,
         }
     }
 
@@ -126,15 +124,19 @@ where
                 },
                 sleep: None,
                 asking: None,
-                svc: Some(svc),
-                req: Some(req),
             },
+            svc: Some(svc),
+            req: Some(req),
+            feedback: None,
         }
     }
 
     pub(crate) fn failed(error: BoxError) -> Self {
         ResponseFuture {
             state: State::Failed { error: Some(error) },
+            svc: None,
+            req: None,
+            feedback: None,
         }
     }
 }
@@ -147,15 +149,13 @@ where
     type Output = Result<Response<ResponseBody<ResBody>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
+        let mut this = self.project();
         loop {
-            match state.as_mut().project() {
+            match this.state.as_mut().project() {
                 StateProj::Waiting {
                     ticket,
                     sleep,
                     asking,
-                    svc,
-                    req,
                 } => match match asking {
                     // A store decision in flight: its answer comes first.
                     Some(ask) => {
@@ -191,28 +191,23 @@ where
                     }
                     Ok(Attempt::Granted(cells)) => {
                         ticket.live = false;
-                        let feedback = Feedback {
+                        *this.feedback = Some(Feedback {
                             engine: ticket.engine.clone(),
                             cells,
-                        };
-                        let (svc, req) = (svc.take(), req.take());
-                        state.set(State::Ready {
-                            svc,
-                            req,
-                            feedback: Some(feedback),
                         });
+                        this.state.set(State::Ready);
                     }
                 },
-                StateProj::Ready { svc, req, feedback } => {
-                    let inner = svc.as_mut().expect("polled after completion");
+                StateProj::Ready => {
+                    let inner = this.svc.as_mut().expect("polled after completion");
                     ready!(inner.poll_ready(cx)).map_err(Into::into)?;
-                    let fut = inner.call(req.take().expect("polled after completion"));
-                    let feedback = feedback.take();
-                    state.set(State::Calling { fut, feedback });
+                    let fut = inner.call(this.req.take().expect("polled after completion"));
+                    *this.svc = None;
+                    this.state.set(State::Calling { fut });
                 }
-                StateProj::Calling { fut, feedback } => {
+                StateProj::Calling { fut } => {
                     let answer = ready!(fut.poll(cx));
-                    let fb = feedback.take();
+                    let fb = this.feedback.take();
                     let response = answer.map_err(Into::into)?;
                     let settlement = fb.and_then(|fb| fb.answered(&response));
                     return Poll::Ready(Ok(response.map(|b| ResponseBody::new(b, settlement))));

@@ -71,22 +71,16 @@ impl<S> RateLimit<S> {
         self.inner
     }
 
-    /// Matches the request to a route and queues it on the route's cells.
-    fn admit<B: PeekBody>(&self, req: Request<B>) -> (Request<B>, Result<Admission, BoxError>) {
+    /// Queues a request on route `route_index`'s cells, reading its head
+    /// and body for the keys and costs. The request is taken apart only
+    /// when a quota must read it, and never moved otherwise.
+    fn admit<B: PeekBody>(
+        &self,
+        route_index: usize,
+        req: Request<B>,
+    ) -> (Request<B>, Result<Admission, BoxError>) {
         let engine = &self.engine;
-        let Some(route_index) = engine.route_for(req.method(), req.uri().path()) else {
-            return (req, Ok(Admission::Pass));
-        };
         let route = engine.route(route_index);
-        if !route.needs_parts {
-            // Every quota counts one per request, unkeyed: nothing to read.
-            let cells = route
-                .quotas
-                .iter()
-                .map(|&quota| Draw::new(CellKey { quota, key: None }, NonZeroU32::MIN))
-                .collect();
-            return (req, engine.admit(route_index, cells));
-        }
         let (parts, body) = req.into_parts();
         let bytes = if route.needs_body {
             body.peek_bytes()
@@ -110,6 +104,30 @@ impl<S> RateLimit<S> {
             .collect();
         let admission = engine.admit(route_index, cells);
         (Request::from_parts(parts, body), admission)
+    }
+
+    /// The response future for what admission decided.
+    #[inline]
+    fn admitted<B>(
+        &self,
+        admission: Result<Admission, BoxError>,
+        inner: S,
+        req: Request<B>,
+    ) -> ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        match admission {
+            Ok(Admission::Pass) => ResponseFuture::ready(inner, req, None),
+            Ok(Admission::Queued(id)) => {
+                ResponseFuture::waiting(self.engine.clone(), id, inner, req)
+            }
+            Ok(Admission::Granted(cells)) => {
+                let feedback = Feedback::new(self.engine.clone(), cells);
+                ResponseFuture::ready(inner, req, Some(feedback))
+            }
+            Err(error) => ResponseFuture::failed(error),
+        }
     }
 }
 
@@ -150,17 +168,21 @@ where
         // the future readies its own copy after the grant.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let (req, admission) = self.admit(req);
-        match admission {
-            Ok(Admission::Pass) => ResponseFuture::ready(inner, req, None),
-            Ok(Admission::Queued(id)) => {
-                ResponseFuture::waiting(self.engine.clone(), id, inner, req)
-            }
-            Ok(Admission::Granted(cells)) => {
-                let feedback = Feedback::new(self.engine.clone(), cells);
-                ResponseFuture::ready(inner, req, Some(feedback))
-            }
-            Err(error) => ResponseFuture::failed(error),
+        let engine = &self.engine;
+        let Some(route_index) = engine.route_for(req.method(), req.uri().path()) else {
+            return ResponseFuture::ready(inner, req, None);
+        };
+        let route = engine.route(route_index);
+        if route.needs_parts {
+            let (req, admission) = self.admit(route_index, req);
+            return self.admitted(admission, inner, req);
         }
+        // Every quota counts one per request, unkeyed: nothing to read.
+        let cells = route
+            .quotas
+            .iter()
+            .map(|&quota| Draw::new(CellKey { quota, key: None }, NonZeroU32::MIN))
+            .collect();
+        self.admitted(engine.admit(route_index, cells), inner, req)
     }
 }
