@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use crate::BoxError;
 use crate::answer::{ResponseBody, Settlement, is_event_stream};
-use crate::engine::{Attempt, Draw, Engine};
+use crate::engine::{Attempt, Draws, Engine};
 use crate::shared::DecisionFuture;
 use crate::usage::UsageScan;
 
@@ -72,11 +72,11 @@ impl Drop for Ticket {
 /// The cells a granted request drew on, to hold them if the server pushes back.
 pub(crate) struct Feedback {
     engine: Arc<Engine>,
-    cells: Vec<Draw>,
+    cells: Draws,
 }
 
 impl Feedback {
-    pub(crate) fn new(engine: Arc<Engine>, cells: Vec<Draw>) -> Self {
+    pub(crate) fn new(engine: Arc<Engine>, cells: Draws) -> Self {
         Feedback { engine, cells }
     }
 

@@ -11,16 +11,11 @@ use crate::error::{CostTooHigh, StoreUnavailable, WaitTimeout};
 use crate::shared::{OnStoreFailure, SharedCell, SharedDecision};
 
 use super::cell::{Cell, CellKey};
-use super::{Admission, Attempt, Draw, Engine, MAX_ROUNDS, SWEEP_EVERY, State, Waiter};
+use super::{Admission, Attempt, Draw, Draws, Engine, MAX_ROUNDS, SWEEP_EVERY, State, Waiter};
 use crate::metrics::CellMetrics;
 
 /// Grants a request that never queued: learning cells hear of the grant.
-fn grant_free(
-    state: &mut State,
-    mut cells: Vec<Draw>,
-    decision: Instant,
-    learns: bool,
-) -> Vec<Draw> {
+fn grant_free(state: &mut State, mut cells: Draws, decision: Instant, learns: bool) -> Draws {
     // Only learning cells take a server's count (and have an epoch).
     if learns {
         for draw in &mut cells {
@@ -35,7 +30,7 @@ impl Engine {
     /// Admits a request that draws `cells` on route `route`: granted at
     /// once when every cell is free (nobody queued, no hold, governor
     /// grants now, no shared store to ask), else queued.
-    pub(crate) fn admit(&self, route: usize, mut cells: Vec<Draw>) -> Result<Admission, BoxError> {
+    pub(crate) fn admit(&self, route: usize, mut cells: Draws) -> Result<Admission, BoxError> {
         if cells.is_empty() {
             return Ok(Admission::Pass);
         }
@@ -380,7 +375,7 @@ impl Engine {
     }
 
     /// Grants waiter `id` as of `decision`, counting it.
-    fn grant_waiter(&self, state: &mut State, id: u64, decision: Instant) -> Vec<Draw> {
+    fn grant_waiter(&self, state: &mut State, id: u64, decision: Instant) -> Draws {
         if let Some(w) = state.waiters.get(&id) {
             let m = self.route_metrics(w.route);
             m.grants.increment(1);

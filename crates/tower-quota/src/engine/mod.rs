@@ -34,6 +34,7 @@ use crate::shared::{OnStoreFailure, SharedCell, SharedOptions, SharedStore};
 mod admission;
 mod breaker;
 mod cell;
+mod draws;
 mod feedback;
 mod settle;
 mod window;
@@ -41,6 +42,7 @@ mod window;
 use breaker::Breaker;
 pub(crate) use cell::CellKey;
 use cell::{Cell, CellHash};
+pub(crate) use draws::Draws;
 
 /// How often idle keyed cells are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -86,7 +88,7 @@ impl Draw {
 }
 
 struct Waiter {
-    cells: Vec<Draw>,
+    cells: Draws,
     waker: Option<Waker>,
     due: Option<Instant>,
     deadline: Option<(Instant, Duration)>,
@@ -130,13 +132,13 @@ pub(crate) enum Admission {
     /// Queued; the id identifies the waiter.
     Queued(u64),
     /// Granted at once (nobody was ahead): the cells, for feedback.
-    Granted(Vec<Draw>),
+    Granted(Draws),
 }
 
 /// What one attempt by a waiter came to.
 pub(crate) enum Attempt {
     /// Every cell granted; the request may go. Carries the cells for feedback.
-    Granted(Vec<Draw>),
+    Granted(Draws),
     /// A head refused until this instant.
     WaitUntil(Instant),
     /// Not yet at the front of all its queues; the waker is stored.
@@ -257,7 +259,7 @@ impl State {
     /// The new front inherits the grant's decision time as the earliest it
     /// may decide at: it continues the schedule from where this grant stood,
     /// rather than from its own (later) wake-up.
-    fn grant(&mut self, id: u64, decision: Instant) -> Vec<Draw> {
+    fn grant(&mut self, id: u64, decision: Instant) -> Draws {
         let mut cells = self
             .waiters
             .remove(&id)
@@ -290,8 +292,8 @@ impl State {
         let Some(waiter) = self.waiters.remove(&id) else {
             return;
         };
-        for Draw { key, cost, .. } in waiter.cells {
-            let Some(cell) = self.cells.get_mut(&key) else {
+        for Draw { key, cost, .. } in waiter.cells.iter() {
+            let Some(cell) = self.cells.get_mut(key) else {
                 continue;
             };
             let was_front = cell.queue.front() == Some(&id);
