@@ -3,6 +3,7 @@
 //! a quota is keyed by (`model`), the characters of the input text, and
 //! `max_tokens` and `n`.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -21,14 +22,34 @@ mod scan;
 /// assert_eq!(fields.input_chars(), 8);
 /// assert_eq!((fields.max_tokens(), fields.n()), (Some(10), Some(2)));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct BodyFields {
-    /// The wanted top-level fields that hold a string, in the order asked.
-    strings: Vec<(String, String)>,
+    /// The wanted top-level fields that hold a string: each field's name
+    /// and value in one string (one allocation), with the name's length.
+    strings: Vec<(usize, String)>,
     /// Characters of `messages`, `prompt` and `input`, in that order.
     chars: [usize; 3],
     max_tokens: Option<u64>,
     n: Option<u64>,
+}
+
+impl fmt::Debug for BodyFields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// The fields as a map of names to values.
+        struct Strings<'a>(&'a [(usize, String)]);
+        impl fmt::Debug for Strings<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let pairs = self.0.iter().map(|(n, both)| both.split_at(*n));
+                f.debug_map().entries(pairs).finish()
+            }
+        }
+        f.debug_struct("BodyFields")
+            .field("strings", &Strings(&self.strings))
+            .field("chars", &self.chars)
+            .field("max_tokens", &self.max_tokens)
+            .field("n", &self.n)
+            .finish()
+    }
 }
 
 const INPUTS: [&str; 3] = ["messages", "prompt", "input"];
@@ -49,8 +70,8 @@ impl BodyFields {
     pub fn field(&self, name: &str) -> Option<&str> {
         self.strings
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .find(|(n, both)| both.get(..*n) == Some(name))
+            .map(|(n, both)| &both[*n..])
     }
 
     /// Characters of the input text: `prompt` and `input` (strings or
@@ -82,7 +103,7 @@ fn parse_with_serde<S: AsRef<str>>(body: &[u8], wanted: &[S]) -> Option<BodyFiel
 impl BodyFields {
     /// Takes what a top-level field with `roles` held. The last of
     /// duplicate keys wins, as in a parsed JSON map.
-    fn take<S: AsRef<str>>(&mut self, roles: KeyRoles, probe: Probe, wanted: &[S]) {
+    fn take<S: AsRef<str>>(&mut self, roles: KeyRoles, probe: Probe<'_>, wanted: &[S]) {
         if let Some(i) = roles.input {
             self.chars[i] = probe.chars;
         }
@@ -93,9 +114,13 @@ impl BodyFields {
         }
         if let Some(w) = roles.wanted {
             let name = wanted[w].as_ref();
-            self.strings.retain(|(n, _)| n != name);
+            self.strings
+                .retain(|(n, both)| both.get(..*n) != Some(name));
             if let Some(text) = probe.text {
-                self.strings.push((name.to_owned(), text));
+                let mut both = String::with_capacity(name.len() + text.len());
+                both.push_str(name);
+                both.push_str(&text);
+                self.strings.push((name.len(), both));
             }
         }
     }
@@ -229,10 +254,10 @@ impl<'de, S: AsRef<str>> Visitor<'de> for TopKey<'_, S> {
 /// One interesting value: its characters (for an input), its whole number
 /// (for `max_tokens`, `n`), its text (for a key).
 #[derive(Default)]
-struct Probe {
+struct Probe<'a> {
     chars: usize,
     number: Option<u64>,
-    text: Option<String>,
+    text: Option<Cow<'a, str>>,
 }
 
 /// Reads one value into a [`Probe`]; a string's text is kept only when
@@ -242,62 +267,70 @@ struct ProbeVisitor {
 }
 
 impl<'de> DeserializeSeed<'de> for ProbeVisitor {
-    type Value = Probe;
+    type Value = Probe<'de>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Probe, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Probe<'de>, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for ProbeVisitor {
-    type Value = Probe;
+    type Value = Probe<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Probe, E> {
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Probe<'de>, E> {
         Ok(Probe {
             chars: s.chars().count(),
             number: None,
-            text: self.keep_text.then(|| s.to_owned()),
+            text: self.keep_text.then(|| Cow::Owned(s.to_owned())),
         })
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Probe, E> {
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Probe<'de>, E> {
+        Ok(Probe {
+            chars: s.chars().count(),
+            number: None,
+            text: self.keep_text.then_some(Cow::Borrowed(s)),
+        })
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Probe<'de>, E> {
         Ok(Probe {
             number: Some(v),
             ..Probe::default()
         })
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Probe, E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Probe<'de>, E> {
         Ok(Probe {
             number: u64::try_from(v).ok(),
             ..Probe::default()
         })
     }
 
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Probe, E> {
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Probe<'de>, E> {
         Ok(Probe::default())
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Probe, E> {
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Probe<'de>, E> {
         Ok(Probe::default())
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Probe, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Probe<'de>, E> {
         Ok(Probe::default())
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Probe, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Probe<'de>, A::Error> {
         Ok(Probe {
             chars: CharsVisitor.visit_seq(seq)?,
             ..Probe::default()
         })
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Probe, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Probe<'de>, A::Error> {
         Ok(Probe {
             chars: CharsVisitor.visit_map(map)?,
             ..Probe::default()
@@ -454,6 +487,26 @@ mod tests {
         let f = BodyFields::parse(br#"{"prompt":"abc","n":1}"#, &["prompt", "n"]).unwrap();
         assert_eq!((f.field("prompt"), f.input_chars()), (Some("abc"), 3));
         assert_eq!((f.field("n"), f.n()), (None, Some(1)));
+    }
+
+    #[test]
+    fn fields_are_found_by_whole_name_and_shown_by_name() {
+        // A name that is a prefix of another's name and value finds nothing.
+        let f = BodyFields::parse(
+            br#"{"model":"m","user":"u","mode":"x"}"#,
+            &["model", "user"],
+        )
+        .unwrap();
+        assert_eq!((f.field("model"), f.field("user")), (Some("m"), Some("u")));
+        assert_eq!(
+            (f.field("mode"), f.field("modelm"), f.field("")),
+            (None, None, None)
+        );
+        // The last of duplicate keys wins.
+        let f = BodyFields::parse(br#"{"model":"a","model":"bc"}"#, &["model"]).unwrap();
+        assert_eq!(f.field("model"), Some("bc"));
+        let shown = format!("{f:?}");
+        assert!(shown.contains(r#"strings: {"model": "bc"}"#), "{shown}");
     }
 
     use crate::TokenEstimate;

@@ -18,6 +18,8 @@
 //! ASCII is checked as UTF-8 at its end, and outside strings the grammar
 //! admits ASCII only); escapes are checked and count one character.
 
+use std::borrow::Cow;
+
 use super::{BodyFields, KeyRoles, PartKey, Probe};
 
 /// Nesting deeper than this is left to serde_json (its own limit is 128).
@@ -336,12 +338,12 @@ impl<'a> Scan<'a> {
     }
 
     /// A top-level field's value, as `ProbeVisitor` reads it.
-    fn probe(&mut self, keep_text: bool, depth: usize) -> Option<Probe> {
+    fn probe(&mut self, keep_text: bool, depth: usize) -> Option<Probe<'a>> {
         Some(match self.peek()? {
             b'"' => {
                 let string = self.string()?;
                 let text = match keep_text {
-                    true => Some(std::str::from_utf8(string.plain()?).ok()?.to_owned()),
+                    true => Some(Cow::Borrowed(std::str::from_utf8(string.plain()?).ok()?)),
                     false => None,
                 };
                 Probe {
