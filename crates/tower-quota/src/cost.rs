@@ -1,5 +1,6 @@
 //! What a request costs against a quota, and which key it is charged to.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -188,14 +189,18 @@ impl KeyBy {
         matches!(self, KeyBy::BodyField(_))
     }
 
-    /// The request's key, made once as the cell map keeps it (one
-    /// allocation, not a `String` copied into an `Arc`).
-    pub(crate) fn key_of(&self, parts: &Parts, fields: Option<&BodyFields>) -> Option<Arc<str>> {
+    /// The request's key: a body field's text as read (the cells are
+    /// found by it, no copy made), a header's value hashed.
+    pub(crate) fn key_of<'a>(
+        &self,
+        parts: &Parts,
+        fields: Option<&'a BodyFields>,
+    ) -> Option<Cow<'a, str>> {
         match self {
-            KeyBy::BodyField(field) => fields?.field(field).map(Arc::from),
+            KeyBy::BodyField(field) => fields?.field(field).map(Cow::Borrowed),
             KeyBy::Header(name) => {
                 let value = parts.headers.get(name)?;
-                Some(Arc::from(format!("#{:016x}", fnv1a(value.as_bytes()))))
+                Some(Cow::Owned(format!("#{:016x}", fnv1a(value.as_bytes()))))
             }
         }
     }

@@ -8,7 +8,7 @@ use tower_service::Service;
 
 use crate::body::PeekBody;
 use crate::config::Limits;
-use crate::engine::{Admission, CellKey, Draw, Engine};
+use crate::engine::{Admission, Ask, Engine, Few};
 use crate::fields::BodyFields;
 use crate::future::{Feedback, ResponseFuture};
 use crate::{BoxError, ResponseBody, Snapshot};
@@ -88,21 +88,17 @@ impl<S> RateLimit<S> {
             None
         };
         let fields = bytes.and_then(|b| BodyFields::parse(b, &route.body_fields));
-        let cells = route
-            .quotas
-            .iter()
-            .map(|&quota| {
-                let q = &engine.limits.quotas[quota];
-                let key = q
-                    .key
-                    .as_ref()
-                    .and_then(|k| k.key_of(&parts, fields.as_ref()));
-                let cost = q.cost.of(&parts, fields.as_ref(), bytes);
-                let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
-                Draw::new(CellKey { quota, key }, cost)
-            })
-            .collect();
-        let admission = engine.admit(route_index, cells);
+        let asks = Few::from_each(&route.quotas, |&quota| {
+            let q = &engine.limits.quotas[quota];
+            let key = q
+                .key
+                .as_ref()
+                .and_then(|k| k.key_of(&parts, fields.as_ref()));
+            let cost = q.cost.of(&parts, fields.as_ref(), bytes);
+            let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
+            Ask { quota, key, cost }
+        });
+        let admission = engine.admit(route_index, &asks);
         (Request::from_parts(parts, body), admission)
     }
 
@@ -178,11 +174,7 @@ where
             return self.admitted(admission, inner, req);
         }
         // Every quota counts one per request, unkeyed: nothing to read.
-        let cells = route
-            .quotas
-            .iter()
-            .map(|&quota| Draw::new(CellKey { quota, key: None }, NonZeroU32::MIN))
-            .collect();
-        self.admitted(engine.admit(route_index, cells), inner, req)
+        let admission = engine.admit(route_index, engine.plain_asks(route_index));
+        self.admitted(admission, inner, req)
     }
 }

@@ -1,5 +1,6 @@
 //! Admitting requests and deciding for the heads of the queues.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Waker;
 use std::time::Duration;
@@ -11,7 +12,10 @@ use crate::error::{CostTooHigh, StoreUnavailable, WaitTimeout};
 use crate::shared::{OnStoreFailure, SharedCell, SharedDecision};
 
 use super::cell::{Cell, CellKey};
-use super::{Admission, Attempt, Draw, Draws, Engine, MAX_ROUNDS, SWEEP_EVERY, State, Waiter};
+use super::{
+    Admission, Ask, Attempt, Cells, Draw, Draws, Engine, Few, MAX_ROUNDS, SWEEP_EVERY, State,
+    Waiter,
+};
 use crate::metrics::CellMetrics;
 
 /// Grants a request that never queued: learning cells hear of the grant.
@@ -27,56 +31,66 @@ fn grant_free(state: &mut State, mut cells: Draws, decision: Instant, learns: bo
 }
 
 impl Engine {
-    /// Admits a request that draws `cells` on route `route`: granted at
-    /// once when every cell is free (nobody queued, no hold, governor
+    /// Admits a request that asks `asks` of route `route`'s quotas: granted
+    /// at once when every cell is free (nobody queued, no hold, governor
     /// grants now, no shared store to ask), else queued.
-    pub(crate) fn admit(&self, route: usize, mut cells: Draws) -> Result<Admission, BoxError> {
-        if cells.is_empty() {
+    pub(crate) fn admit(&self, route: usize, asks: &Few<Ask<'_>>) -> Result<Admission, BoxError> {
+        if asks.is_empty() {
             return Ok(Admission::Pass);
         }
         let now = Instant::now();
         let mut state = self.lock();
-        if now.saturating_duration_since(state.last_sweep) >= SWEEP_EVERY {
-            state.sweep(self.offset(now), now);
+        // One reading of the clock's offset serves the sweep and the decision.
+        let now_off = self.offset(now);
+        if now_off.saturating_sub(state.last_sweep) >= SWEEP_EVERY {
+            state.sweep(now_off, now);
         }
         // The earliest a refused fast path named (no sooner than now).
         let mut earliest = now;
         let mut free = self.shared.is_none();
-        for Draw { key, cost, .. } in &mut cells {
-            let quota = &self.limits.quotas[key.quota];
-            let cell = match state.cells.get_mut(key) {
-                Some(cell) => cell,
-                None => {
-                    let (params, learn) = quota.params_for(key.key.as_deref());
-                    let cell = Cell::new(
-                        params,
-                        self.local_share(),
-                        learn,
-                        self.limits.safety_margin,
-                        now,
-                        CellMetrics::new(&quota.name, key.key.as_deref(), learn.is_some()),
-                    );
-                    state.cells.entry(key.clone()).or_insert(cell)
+        let share = self.local_share();
+        let cells = Draws::try_from_each(
+            asks,
+            |&Ask {
+                 quota: q,
+                 ref key,
+                 cost,
+             }| {
+                let quota = &self.limits.quotas[q];
+                let key = key.as_deref();
+                let cell = match state.cells.find_mut(q, key) {
+                    Some(cell) => cell,
+                    None => {
+                        let (params, learn) = quota.params_for(key);
+                        let metrics = CellMetrics::new(&quota.name, key, learn.is_some());
+                        let margin = self.limits.safety_margin;
+                        let cell = Cell::new(params, share, learn, margin, now, metrics);
+                        state.cells.insert(q, key.map(Arc::from), cell)
+                    }
+                };
+                cell.last_used = now;
+                // A learned cell waits for at most its burst and charges the
+                // rest after the grant (check_now): the whole cost stays.
+                if cell.fitting(cost) > cell.params.burst {
+                    self.route_metrics(route).cost_too_high.increment(1);
+                    return Err(BoxError::from(CostTooHigh::new(
+                        quota.name.clone(),
+                        key.map(str::to_owned),
+                        cost.get(),
+                        cell.params.burst.get(),
+                    )));
                 }
-            };
-            cell.last_used = now;
-            // A learned cell waits for at most its burst and charges the
-            // rest after the grant (check_now): the whole cost stays.
-            if cell.fitting(*cost) > cell.params.burst {
-                self.route_metrics(route).cost_too_high.increment(1);
-                return Err(CostTooHigh::new(
-                    quota.name.clone(),
-                    key.key.as_deref().map(str::to_owned),
-                    cost.get(),
-                    cell.params.burst.get(),
-                )
-                .into());
-            }
-            free &= cell.queue.is_empty() && cell.hold_until.is_none_or(|h| h <= now);
-        }
+                free &= cell.queue.is_empty() && cell.hold_until.is_none_or(|h| h <= now);
+                let key = CellKey {
+                    quota: q,
+                    key: cell.key.clone(),
+                };
+                Ok(Draw::new(key, cost))
+            },
+        )?;
         // The fast path: nobody ahead, so the request decides now, alone.
         if free {
-            match self.check_now(&mut state.cells, &cells, now) {
+            match self.check_now(&mut state.cells, &cells, now_off) {
                 Ok(learns) => {
                     let m = self.route_metrics(route);
                     m.grants.increment(1);
@@ -141,19 +155,19 @@ impl Engine {
         })
     }
 
-    /// Asks every cell's governor for `cells` at `decision`, all or
-    /// nothing: on a refusal the cells that granted are rolled back and the
+    /// Asks every cell's governor for `cells` at `decision` (an offset
+    /// from the engine's base), all or nothing: on a refusal the cells that granted are rolled back and the
     /// earliest instant the refusing cell names is returned. A learning
     /// cell checks at most its burst; the rest of its cost is charged.
     /// `Ok(true)` when a cell learns (and must hear of the grant).
     fn check_now(
         &self,
-        all: &mut std::collections::HashMap<CellKey, Cell, super::cell::CellHash>,
+        all: &mut Cells,
         cells: &[Draw],
-        decision: Instant,
+        decision: Duration,
     ) -> Result<bool, Instant> {
         const INLINE: usize = 8;
-        let at = u64::try_from(self.offset(decision).as_nanos()).unwrap_or(u64::MAX - 1);
+        let at = u64::try_from(decision.as_nanos()).unwrap_or(u64::MAX - 1);
         let (mut saved, mut spill) = ([0u64; INLINE], Vec::new());
         let (mut charge, mut learns) = (false, false);
         let mut refused = None;
@@ -171,7 +185,7 @@ impl Engine {
             learns |= cell.learner.is_some();
             let units = f64::from(cost.get());
             let margin = self.limits.safety_margin;
-            if let Some(until) = cell.window_refuses(Duration::from_nanos(at), units, margin) {
+            if let Some(until) = cell.window_refuses(decision, units, margin) {
                 refused = Some((i, self.base + until));
                 break;
             }
@@ -198,7 +212,7 @@ impl Engine {
             return Err(until);
         }
         if charge {
-            let at = self.offset(decision);
+            let at = decision;
             for Draw { key, cost, .. } in cells {
                 let cell = all.get_mut(key).expect("cell of the request");
                 let fitted = cell.fitting(*cost);
@@ -286,7 +300,8 @@ impl Engine {
                 .unwrap_or(now)
                 .max(now.checked_sub(self.limits.catch_up).unwrap_or(now))
                 .min(now);
-            let Err(until) = self.check_now(cells, &waiter.cells, decision).map(|_| ()) else {
+            let decided = self.check_now(cells, &waiter.cells, self.offset(decision));
+            let Err(until) = decided.map(|_| ()) else {
                 return Ok(Attempt::Granted(
                     self.grant_waiter(&mut guard, id, decision),
                 ));

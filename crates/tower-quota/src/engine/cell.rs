@@ -104,6 +104,9 @@ impl StateStore for TatStore {
 pub(super) type Governor = RateLimiter<NotKeyed, TatStore, DecisionClock, NoOpMiddleware<Duration>>;
 
 pub(super) struct Cell {
+    /// The key it was made for (set by [`Cells::insert`](super::cells::Cells::insert)):
+    /// draws on the cell share it instead of making their own.
+    pub(super) key: Option<Arc<str>>,
     pub(super) governor: Governor,
     pub(super) tat: Arc<AtomicU64>,
     pub(super) clock: Arc<AtomicU64>,
@@ -156,6 +159,7 @@ impl Cell {
         let clock = Arc::new(AtomicU64::new(0));
         let governor = limiter(params.interval.div_f64(share), params.burst, &tat, &clock);
         let mut cell = Cell {
+            key: None,
             governor,
             tat,
             clock,

@@ -249,16 +249,14 @@ impl Engine {
         let share = self.local_share();
         let margin = self.limits.safety_margin;
         let mut state = self.lock();
-        let cell = state
-            .cells
-            .entry(CellKey {
-                quota: index,
-                key: key.map(Arc::from),
-            })
-            .or_insert_with(|| {
+        let cell = match state.cells.find_mut(index, key) {
+            Some(cell) => cell,
+            None => {
                 let metrics = CellMetrics::new(&q.name, key, learn.is_some());
-                Cell::new(params, share, learn, margin, now, metrics)
-            });
+                let cell = Cell::new(params, share, learn, margin, now, metrics);
+                state.cells.insert(index, key.map(Arc::from), cell)
+            }
+        };
         cell.last_used = now;
         let learner = cell
             .learner

@@ -34,15 +34,15 @@ use crate::shared::{OnStoreFailure, SharedCell, SharedOptions, SharedStore};
 mod admission;
 mod breaker;
 mod cell;
+mod cells;
 mod draws;
 mod feedback;
 mod settle;
 mod window;
 
 use breaker::Breaker;
-pub(crate) use cell::CellKey;
-use cell::{Cell, CellHash};
-pub(crate) use draws::Draws;
+use cells::Cells;
+pub(crate) use draws::{Ask, Draw, Draws, Few};
 
 /// How often idle keyed cells are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -50,42 +50,6 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const MAX_ROUNDS: usize = 16;
 /// How long an idle keyed cell keeps what it learned before it is swept.
 const LEARNED_IDLE: Duration = Duration::from_secs(300);
-
-/// A cell a request draws on and its cost there; once granted, also what
-/// its answer is read against. A request keeps one list of these from
-/// admission to its answer (no second list at the grant).
-#[derive(Debug, Clone)]
-pub(crate) struct Draw {
-    pub(crate) key: CellKey,
-    pub(crate) cost: NonZeroU32,
-    /// The cell's learning epoch at the grant.
-    epoch: u64,
-    /// The cell's [`syncs`](cell::Cell::syncs) at the grant.
-    syncs: u64,
-}
-
-impl Draw {
-    pub(crate) fn new(key: CellKey, cost: NonZeroU32) -> Self {
-        Draw {
-            key,
-            cost,
-            epoch: 0,
-            syncs: 0,
-        }
-    }
-
-    /// Notes the grant on its cell: a learning cell hears of it, and the
-    /// draw keeps the cell's epoch and syncs at that moment.
-    fn granted(&mut self, cell: &mut Cell, decision: Instant) {
-        let cost = f64::from(self.cost.get());
-        cell.note_grant(cost);
-        self.epoch = cell.learner.as_mut().map_or(0, |l| {
-            l.granted(decision, cost);
-            l.epoch
-        });
-        self.syncs = cell.syncs;
-    }
-}
 
 struct Waiter {
     cells: Draws,
@@ -98,10 +62,11 @@ struct Waiter {
 }
 
 struct State {
-    cells: HashMap<CellKey, Cell, CellHash>,
+    cells: Cells,
     waiters: HashMap<u64, Waiter>,
     next_id: u64,
-    last_sweep: Instant,
+    /// When the last sweep was, as an offset from the engine's base.
+    last_sweep: Duration,
     breaker: Breaker,
 }
 
@@ -123,6 +88,9 @@ pub(crate) struct Engine {
     decided_locally_metric: crate::metrics::Counter,
     /// Each route's metric handles (the unmatched route's last).
     route_metrics: Vec<RouteMetrics>,
+    /// What a request asks of each route's quotas when none reads it: one
+    /// unit of each unkeyed cell (the unmatched route's last).
+    plain_asks: Vec<Few<Ask<'static>>>,
 }
 
 /// What `call` decided for a request.
@@ -153,10 +121,10 @@ impl Engine {
         Engine {
             base: now,
             state: Mutex::new(State {
-                cells: HashMap::default(),
+                cells: Cells::new(limits.quotas.len()),
                 waiters: HashMap::new(),
                 next_id: 0,
-                last_sweep: now,
+                last_sweep: Duration::ZERO,
                 breaker: Breaker::default(),
             }),
             route_metrics: limits
@@ -164,6 +132,18 @@ impl Engine {
                 .iter()
                 .chain(limits.unmatched.iter())
                 .map(|r| RouteMetrics::new(&r.name))
+                .collect(),
+            plain_asks: limits
+                .routes
+                .iter()
+                .chain(limits.unmatched.iter())
+                .map(|r| {
+                    Few::from_each(&r.quotas, |&quota| Ask {
+                        quota,
+                        key: None,
+                        cost: NonZeroU32::MIN,
+                    })
+                })
                 .collect(),
             decided_locally_metric: crate::metrics::decided_locally(),
             limits,
@@ -214,6 +194,13 @@ impl Engine {
         self.limits.route_index(method, path)
     }
 
+    /// What a request asks of route `index`'s quotas when none of them
+    /// reads it (the route does not [need its parts](CompiledRoute::needs_parts)).
+    pub(crate) fn plain_asks(&self, index: usize) -> &Few<Ask<'static>> {
+        let last = self.plain_asks.len().saturating_sub(1);
+        &self.plain_asks[index.min(last)]
+    }
+
     pub(crate) fn route(&self, index: usize) -> &CompiledRoute {
         let limits = &self.limits;
         limits
@@ -230,7 +217,7 @@ impl Engine {
         let mut cells: Vec<_> = state
             .cells
             .iter()
-            .map(|(key, cell)| {
+            .map(|(quota, cell)| {
                 let next = self.base + cell.earliest(now_off, 1);
                 let (pace, source, changed_at) = match &cell.learner {
                     Some(l) => (l.pace, l.source, l.changed_at),
@@ -240,8 +227,8 @@ impl Engine {
                     pace,
                     source,
                     changed_at,
-                    quota: self.limits.quotas[key.quota].name.clone(),
-                    key: key.key.as_deref().map(str::to_owned),
+                    quota: self.limits.quotas[quota].name.clone(),
+                    key: cell.key.as_deref().map(str::to_owned),
                     queued: cell.queue.len(),
                     next_free: next.max(cell.hold_until.unwrap_or(next)),
                     hold_until: cell.hold_until.filter(|&h| h > now),
@@ -311,10 +298,9 @@ impl State {
     /// Drops keyed cells whose state is the same as a fresh one: nobody
     /// queued, no hold, and the GCRA fully replenished.
     fn sweep(&mut self, now_off: Duration, now: Instant) {
-        self.last_sweep = now;
-        self.cells.retain(|key, cell| {
-            key.key.is_none()
-                || !cell.queue.is_empty()
+        self.last_sweep = now_off;
+        self.cells.retain_keyed(|cell| {
+            !cell.queue.is_empty()
                 || (cell.learner.is_some()
                     && now.saturating_duration_since(cell.last_used) < LEARNED_IDLE)
                 || cell.hold_until.is_some_and(|h| h > now)
