@@ -10,10 +10,11 @@
 //! wanted field's escaped text, nesting deeper than [`MAX_DEPTH`], a string
 //! that is not UTF-8, a top-level value that is not an object.
 //!
-//! Where it reads: string text a block of 32 bytes at a time while the
-//! block is printable ASCII with no quote or backslash (one vectorized
-//! test), then a word of 8 bytes at a time to the first byte that needs a
-//! look, and that byte alone (no control characters; characters
+//! Where it reads: string text a word of 8 bytes first (most keys and
+//! names end in it); past a plain word, a block of 32 bytes at a time while
+//! the block is printable ASCII with no quote or backslash (one vectorized
+//! test), then a word at a time to the first byte that needs a look, and
+//! that byte alone (no control characters; characters
 //! are the bytes that do not continue a UTF-8 sequence; a string past
 //! ASCII is checked as UTF-8 at its end, and outside strings the grammar
 //! admits ASCII only); escapes are checked and count one character.
@@ -163,19 +164,23 @@ impl<'a> Scan<'a> {
         let start = self.at;
         let (mut chars, mut escaped, mut wide) = (0, false, false);
         loop {
-            while let Some(block) = self.bytes[self.at..].first_chunk::<BLOCK>()
-                && is_plain(block)
-            {
-                chars += BLOCK;
-                self.at += BLOCK;
-            }
-            // Then a word at a time up to the first byte that needs a look.
-            while let Some(word) = self.bytes[self.at..].first_chunk::<8>() {
-                let plain = (specials(u64::from_le_bytes(*word)).trailing_zeros() / 8) as usize;
-                chars += plain;
-                self.at += plain;
-                if plain < 8 {
-                    break;
+            // A word first: most strings (keys, names) end within it.
+            let plain = self.plain_word();
+            chars += plain;
+            if plain == 8 {
+                while let Some(block) = self.bytes[self.at..].first_chunk::<BLOCK>()
+                    && is_plain(block)
+                {
+                    chars += BLOCK;
+                    self.at += BLOCK;
+                }
+                // Then a word at a time up to the first byte that needs a look.
+                loop {
+                    let plain = self.plain_word();
+                    chars += plain;
+                    if plain < 8 {
+                        break;
+                    }
                 }
             }
             match self.next()? {
@@ -206,6 +211,18 @@ impl<'a> Scan<'a> {
                 }
             }
         }
+    }
+
+    /// Steps over the plain bytes (printable ASCII, no quote, no
+    /// backslash) of the next word of string text: how many, 8 when all
+    /// are; 0 when fewer than 8 bytes are left (read a byte at a time).
+    fn plain_word(&mut self) -> usize {
+        let Some(word) = self.bytes[self.at..].first_chunk::<8>() else {
+            return 0;
+        };
+        let plain = (specials(u64::from_le_bytes(*word)).trailing_zeros() / 8) as usize;
+        self.at += plain;
+        plain
     }
 
     /// An escape, after its `\`: one character (a surrogate gives up).
