@@ -76,15 +76,14 @@ impl Engine {
         let learns = cells
             .iter()
             .any(|g| self.limits.quotas[g.key.quota].learn.is_some());
-        let mut settle: Vec<Draw> = if status.is_success() && self.shared.is_none() {
-            cells
-                .iter()
-                .filter(|g| self.limits.quotas[g.key.quota].reconciles)
-                .cloned()
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let mut settle: Vec<Draw> = Vec::new();
+        if status.is_success() && self.shared.is_none() {
+            for granted in cells {
+                if self.limits.quotas[granted.key.quota].reconciles {
+                    settle.push(granted.clone());
+                }
+            }
+        }
         if hold.is_none() && !learns {
             return settle;
         }
