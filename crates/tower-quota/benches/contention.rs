@@ -20,17 +20,47 @@ use http::{Method, Request, Response};
 use tower::{Service, ServiceExt, service_fn};
 use tower_quota::{Limits, Quota, Rate, RateLimit, Route};
 
-/// Counts every poll of the wrapped future.
+/// Counts every poll of the wrapped future, and notes when the last task
+/// of a run is first polled (it has arrived at the limiter).
 struct Counted<F> {
     inner: Pin<Box<F>>,
     polls: Arc<AtomicU64>,
+    arrival: Arc<Arrival>,
+    arrived: bool,
+}
+
+/// When the tasks of a run have all been polled once: everything before
+/// is spawning and admitting them, with the runtime's one thread busy.
+struct Arrival {
+    start: Instant,
+    tasks: u64,
+    first_polls: AtomicU64,
+    /// Nanoseconds from the start to the last first poll.
+    at: AtomicU64,
+    /// Tasks done by then.
+    done_by_then: AtomicU64,
+    done: AtomicU64,
 }
 
 impl<F: Future> Future for Counted<F> {
     type Output = F::Output;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         self.polls.fetch_add(1, Ordering::Relaxed);
-        self.inner.as_mut().poll(cx)
+        if !self.arrived {
+            self.arrived = true;
+            let a = &self.arrival;
+            if a.first_polls.fetch_add(1, Ordering::Relaxed) + 1 == a.tasks {
+                let at = u64::try_from(a.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                a.at.store(at, Ordering::Relaxed);
+                a.done_by_then
+                    .store(a.done.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        let out = self.inner.as_mut().poll(cx);
+        if out.is_ready() {
+            self.arrival.done.fetch_add(1, Ordering::Relaxed);
+        }
+        out
     }
 }
 
@@ -48,6 +78,10 @@ struct Outcome {
     ideal: Duration,
     polls: u64,
     cpu: Duration,
+    per_sec: u64,
+    /// When every task had been polled once, and how many were done then.
+    arrived: Duration,
+    done_by_then: u64,
 }
 
 impl Outcome {
@@ -62,6 +96,18 @@ impl Outcome {
             (self.polls - self.grants) as f64 / self.grants as f64,
             self.cpu.as_secs_f64() * 1e6 / self.grants as f64,
         );
+        // From the last arrival on, the pace alone: the grants after it
+        // against the time after it.
+        let after = self.elapsed.saturating_sub(self.arrived).as_secs_f64();
+        let paced = (self.grants - self.done_by_then) as f64 / after;
+        println!(
+            "{:<42} {:>6} arrived in {:>6.1} ms ({} done by then); after that {:>5.1}% of the ideal rate",
+            "",
+            self.grants,
+            self.arrived.as_secs_f64() * 1e3,
+            self.done_by_then,
+            100.0 * paced / self.per_sec as f64,
+        );
     }
 }
 
@@ -74,11 +120,21 @@ where
     let polls = Arc::new(AtomicU64::new(0));
     let cpu0 = cpu_ns();
     let start = Instant::now();
+    let arrival = Arc::new(Arrival {
+        start,
+        tasks,
+        first_polls: AtomicU64::new(0),
+        at: AtomicU64::new(0),
+        done_by_then: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+    });
     let handles: Vec<_> = (0..tasks)
         .map(|_| {
             tokio::spawn(Counted {
                 inner: Box::pin(make()),
                 polls: polls.clone(),
+                arrival: arrival.clone(),
+                arrived: false,
             })
         })
         .collect();
@@ -94,6 +150,9 @@ where
         ideal: Duration::from_secs_f64((tasks - 1) as f64 / per_sec as f64),
         polls: polls.load(Ordering::Relaxed),
         cpu: Duration::from_nanos(cpu_ns() - cpu0),
+        per_sec,
+        arrived: Duration::from_nanos(arrival.at.load(Ordering::Relaxed)),
+        done_by_then: arrival.done_by_then.load(Ordering::Relaxed),
     }
 }
 
