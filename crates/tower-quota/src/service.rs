@@ -72,8 +72,8 @@ impl<S> RateLimit<S> {
     }
 
     /// Queues a request on route `route_index`'s cells, reading its head
-    /// and body for the keys and costs. The request is taken apart only
-    /// when a quota must read it, and never moved otherwise.
+    /// and body for the keys and costs (`call` comes here only when a
+    /// quota reads the request; otherwise it admits without taking it apart).
     fn admit<B: PeekBody>(
         &self,
         route_index: usize,

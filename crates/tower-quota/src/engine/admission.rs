@@ -156,8 +156,9 @@ impl Engine {
     }
 
     /// Asks every cell's governor for `cells` at `decision` (an offset
-    /// from the engine's base), all or nothing: on a refusal the cells that granted are rolled back and the
-    /// earliest instant the refusing cell names is returned. A learning
+    /// from the engine's base), all or nothing: on a refusal the cells that
+    /// granted are rolled back and the earliest instant the refusing cell
+    /// names is returned. A learning
     /// cell checks at most its burst; the rest of its cost is charged.
     /// `Ok(true)` when a cell learns (and must hear of the grant).
     fn check_now(

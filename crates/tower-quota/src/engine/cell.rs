@@ -21,16 +21,17 @@ use crate::metrics::CellMetrics;
 use super::window::Window;
 
 /// The identity of one limiter cell: a quota and, for keyed quotas, a key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CellKey {
     pub(crate) quota: usize,
     pub(crate) key: Option<Arc<str>>,
 }
 
-/// A fast hasher for the cell map (the Fx hash: a rotate, a xor and a
-/// multiply per word). Its keys are quota indices and model names from the
-/// caller's own requests, not an attacker's, so a DoS-resistant hash buys
-/// nothing here and costs a third of an uncontended request.
+/// A fast hasher for a keyed quota's cells (the Fx hash: a rotate, a xor
+/// and a multiply per word). Its keys are model names (or hashed header
+/// values) from the caller's own requests, not an attacker's, so a
+/// DoS-resistant hash buys nothing here and costs a third of an
+/// uncontended request.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct FxHasher(u64);
 

@@ -47,8 +47,9 @@ impl Cells {
         self.find_mut(key.quota, key.key.as_deref())
     }
 
-    /// Adds `cell` as `quota`'s for `key` (there is none yet); the cell
-    /// keeps its key, which draws on it share.
+    /// Adds `cell` as `quota`'s for `key` when there is none (a cell
+    /// already there stays, with its queue and state); the cell keeps its
+    /// key, which draws on it share.
     pub(super) fn insert(
         &mut self,
         quota: usize,
@@ -57,7 +58,7 @@ impl Cells {
     ) -> &mut Cell {
         cell.key = key.clone();
         match key {
-            None => self.unkeyed[quota].insert(cell),
+            None => self.unkeyed[quota].get_or_insert(cell),
             Some(key) => self.keyed[quota].entry(key).or_insert(cell),
         }
     }
@@ -85,5 +86,61 @@ impl Index<&CellKey> for Cells {
     #[inline]
     fn index(&self, key: &CellKey) -> &Cell {
         self.get(key).expect("the cell of a live draw")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::Rate;
+    use crate::config::CellParams;
+    use crate::metrics::CellMetrics;
+
+    fn cell(queued: u64) -> Cell {
+        let params = CellParams {
+            rate: Rate::per_second(NonZeroU32::MIN),
+            burst: NonZeroU32::MIN,
+            interval: Duration::from_secs(1),
+        };
+        let metrics = CellMetrics::new("q", None, false);
+        let mut cell = Cell::new(&params, 1.0, None, 0.0, Instant::now(), metrics);
+        cell.queue.push_back(queued);
+        cell
+    }
+
+    #[test]
+    fn cells_are_found_by_quota_and_key_text_and_the_first_one_stays() {
+        let mut cells = Cells::new(2);
+        assert!(cells.find_mut(0, None).is_none());
+        cells.insert(0, None, cell(1));
+        cells.insert(0, None, cell(2));
+        cells.insert(1, Some(Arc::from("m")), cell(3));
+        cells.insert(1, Some(Arc::from("m")), cell(4));
+        // The cell already there keeps its queue.
+        assert_eq!(cells.find_mut(0, None).unwrap().queue.front(), Some(&1));
+        let keyed = cells.find_mut(1, Some("m")).unwrap();
+        assert_eq!(
+            (keyed.queue.front(), keyed.key.as_deref()),
+            (Some(&3), Some("m"))
+        );
+        // A key is its text, whichever `Arc` holds it; quotas do not mix.
+        let key = CellKey {
+            quota: 1,
+            key: Some(Arc::from("m")),
+        };
+        assert_eq!(cells[&key].queue.front(), Some(&3));
+        assert!(cells.find_mut(0, Some("m")).is_none());
+        assert!(cells.find_mut(1, None).is_none());
+        assert!(cells.find_mut(2, None).is_none());
+        // Sweeping drops keyed cells only.
+        cells.retain_keyed(|_| false);
+        assert!(cells.find_mut(1, Some("m")).is_none());
+        let all: Vec<usize> = cells.iter().map(|(quota, _)| quota).collect();
+        assert_eq!(all, [0]);
     }
 }

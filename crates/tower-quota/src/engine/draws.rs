@@ -27,7 +27,7 @@ pub(crate) struct Draw {
     pub(crate) cost: NonZeroU32,
     /// The cell's learning epoch at the grant.
     pub(super) epoch: u64,
-    /// The cell's [`syncs`](cell::Cell::syncs) at the grant.
+    /// The cell's [`syncs`](super::cell::Cell::syncs) at the grant.
     pub(super) syncs: u64,
 }
 
