@@ -11,7 +11,8 @@
 //!
 //! Cases: `bare`, `one` (one quota), `keyed` (per-model + tokens, small
 //! body), `bare1k`, `keyed1k` (the 1 KB chat body), `tower`
-//! (`tower::limit::RateLimit`), `governor` (governor's `check` alone).
+//! (`tower::limit::RateLimit`), `governor` (governor's `check` alone),
+//! `parse1k` (`BodyFields::parse` of the 1 KB body alone).
 //!
 //! ```text
 //! cargo build --release -p tower-quota --example uncontended
@@ -21,14 +22,14 @@ use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use tower_quota::RateLimit;
+use tower_quota::{BodyFields, RateLimit};
 
 #[path = "../benches/support/mod.rs"]
 mod support;
 use support::{CHAT, Noop, chat, long_chat, one_quota, per_model_and_tokens, ready_and_call};
 
-const CASES: [&str; 7] = [
-    "bare", "one", "keyed", "bare1k", "keyed1k", "tower", "governor",
+const CASES: [&str; 8] = [
+    "bare", "one", "keyed", "bare1k", "keyed1k", "tower", "governor", "parse1k",
 ];
 
 fn main() {
@@ -101,6 +102,9 @@ impl Cases {
             "keyed1k" => repeat(n, || ready_and_call(&mut self.keyed, chat(long))),
             "tower" => repeat(n, || ready_and_call(&mut self.tower, chat(""))),
             "governor" => repeat(n, || self.governor.check().is_ok()),
+            "parse1k" => repeat(n, || {
+                BodyFields::parse(black_box(long.as_bytes()), &["model"])
+            }),
             other => panic!("unknown case {other:?}: {CASES:?} or `time`"),
         }
     }
