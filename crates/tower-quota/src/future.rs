@@ -25,11 +25,11 @@ pin_project! {
         S: Service<Request<B>>,
     {
         #[pin]
-        state: State<S::Future>,
-        // The inner service and the request stay here, never moved, until
-        // the request is sent: only the small state changes on the way.
-        svc: Option<S>,
-        req: Option<Request<B>>,
+        state: State,
+        // The inner service and the request stay here, never moved while
+        // the request waits, and give their room to the call once sent.
+        #[pin]
+        call: Call<S, B, S::Future>,
         // The cells the request drew on, once granted.
         feedback: Option<Feedback>,
     }
@@ -37,19 +37,31 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
+    enum State {
         Waiting {
             ticket: Ticket,
             sleep: Option<Pin<Box<Sleep>>>,
             asking: Option<Pin<Box<Timeout<DecisionFuture>>>>,
         },
         Ready,
-        Calling {
-            #[pin]
-            fut: F,
-        },
+        Calling,
         Failed {
             error: Option<BoxError>,
+        },
+    }
+}
+
+pin_project! {
+    /// The request before it is sent, then the inner service's future.
+    #[project = CallProj]
+    enum Call<S, B, F> {
+        Unsent {
+            svc: Option<S>,
+            req: Option<Request<B>>,
+        },
+        Sent {
+            #[pin]
+            fut: F,
         },
     }
 }
@@ -108,8 +120,10 @@ where
     pub(crate) fn ready(svc: S, req: Request<B>, feedback: Option<Feedback>) -> Self {
         ResponseFuture {
             state: State::Ready,
-            svc: Some(svc),
-            req: Some(req),
+            call: Call::Unsent {
+                svc: Some(svc),
+                req: Some(req),
+            },
             feedback,
         }
     }
@@ -125,8 +139,10 @@ where
                 sleep: None,
                 asking: None,
             },
-            svc: Some(svc),
-            req: Some(req),
+            call: Call::Unsent {
+                svc: Some(svc),
+                req: Some(req),
+            },
             feedback: None,
         }
     }
@@ -134,8 +150,10 @@ where
     pub(crate) fn failed(error: BoxError) -> Self {
         ResponseFuture {
             state: State::Failed { error: Some(error) },
-            svc: None,
-            req: None,
+            call: Call::Unsent {
+                svc: None,
+                req: None,
+            },
             feedback: None,
         }
     }
@@ -199,13 +217,19 @@ where
                     }
                 },
                 StateProj::Ready => {
-                    let inner = this.svc.as_mut().expect("polled after completion");
+                    let CallProj::Unsent { svc, req } = this.call.as_mut().project() else {
+                        unreachable!("a request is sent once, leaving Ready");
+                    };
+                    let inner = svc.as_mut().expect("polled after completion");
                     ready!(inner.poll_ready(cx)).map_err(Into::into)?;
-                    let fut = inner.call(this.req.take().expect("polled after completion"));
-                    *this.svc = None;
-                    this.state.set(State::Calling { fut });
+                    let fut = inner.call(req.take().expect("polled after completion"));
+                    this.call.set(Call::Sent { fut });
+                    this.state.set(State::Calling);
                 }
-                StateProj::Calling { fut } => {
+                StateProj::Calling => {
+                    let CallProj::Sent { fut } = this.call.as_mut().project() else {
+                        unreachable!("Calling follows the send");
+                    };
                     let answer = ready!(fut.poll(cx));
                     let fb = this.feedback.take();
                     let response = answer.map_err(Into::into)?;
