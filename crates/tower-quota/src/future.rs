@@ -209,10 +209,7 @@ where
                     }
                     Ok(Attempt::Granted(cells)) => {
                         ticket.live = false;
-                        *this.feedback = Some(Feedback {
-                            engine: ticket.engine.clone(),
-                            cells,
-                        });
+                        *this.feedback = Some(Feedback::new(ticket.engine.clone(), cells));
                         this.state.set(State::Ready);
                     }
                 },

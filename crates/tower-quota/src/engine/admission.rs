@@ -105,7 +105,7 @@ impl Engine {
         let route_def = self.route(route);
         let deadline = route_def.max_wait.map(|w| (now + w, w));
         if let Some((limit, max_wait)) = deadline {
-            let earliest = self.predicted_grant(&state, &cells, earliest, self.offset(now));
+            let earliest = self.predicted_grant(&state, &cells, earliest, now_off);
             if earliest > limit {
                 tracing::debug!(route = %route_def.name, wait = ?(earliest - now), ?max_wait, "rate limit: failing fast");
                 self.route_metrics(route).max_wait.increment(1);
@@ -158,9 +158,9 @@ impl Engine {
     /// Asks every cell's governor for `cells` at `decision` (an offset
     /// from the engine's base), all or nothing: on a refusal the cells that
     /// granted are rolled back and the earliest instant the refusing cell
-    /// names is returned. A learning
-    /// cell checks at most its burst; the rest of its cost is charged.
-    /// `Ok(true)` when a cell learns (and must hear of the grant).
+    /// names is returned. A learning cell checks at most its burst; the
+    /// rest of its cost is charged. `Ok(true)` when a cell learns (and must
+    /// hear of the grant).
     fn check_now(
         &self,
         all: &mut Cells,
