@@ -523,6 +523,8 @@ mod tests {
                 .prop_filter("finite", |f| f.is_finite())
                 .prop_map(Value::from),
             "[a-zé\\u{1F600} \"\\\\]{0,12}".prop_map(Value::String),
+            // Long text, read past the first words by `memchr`.
+            "[a-z ]{48,90}[é\\u{1F600}\"\\\\]?[a-z ]{0,60}".prop_map(Value::String),
         ];
         leaf.prop_recursive(3, 24, 4, |inner| {
             let keys = prop_oneof![
@@ -608,6 +610,16 @@ mod tests {
             br#"{}"#,
             br#"{"model":"m","messages":[],"max_tokens":18446744073709551615}"#,
         ];
+        // Text long enough to be read by `memchr` past its first words,
+        // past ASCII, escaped, a model's long name.
+        let long = "the quick brown fox jumps over the lazy dog ".repeat(3);
+        let long_bodies = [
+            format!(r#"{{"model":"m","input":"{long}été {long}\n{long}"}}"#),
+            format!(r#"{{"model":"{long}","prompt":"{long}😀"}}"#),
+        ];
+        let common = common
+            .into_iter()
+            .chain(long_bodies.iter().map(|body| body.as_bytes()));
         for body in common {
             let fast = BodyFields::scan(body, &["model"]);
             assert!(fast.is_some(), "{}", String::from_utf8_lossy(body));
@@ -627,6 +639,14 @@ mod tests {
             b"{\"input\":\"\xff\"}",
             br#"{"model":"m",}"#,
         ];
+        let long_awkward = [
+            format!("{{\"input\":\"{long}\x01{long}\"}}").into_bytes(),
+            [format!("{{\"input\":\"{long}").as_bytes(), b"\xff\"}"].concat(),
+            format!("{{\"input\":\"{long}").into_bytes(),
+        ];
+        let awkward = awkward
+            .into_iter()
+            .chain(long_awkward.iter().map(Vec::as_slice));
         for body in awkward {
             let text = String::from_utf8_lossy(body);
             assert_eq!(BodyFields::scan(body, &["model"]), None, "{text}");

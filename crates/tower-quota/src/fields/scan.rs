@@ -11,13 +11,15 @@
 //! that is not UTF-8, a top-level value that is not an object.
 //!
 //! Where it reads: string text a word of 8 bytes first (most keys and
-//! names end in it); past a plain word, a block of 32 bytes at a time while
-//! the block is printable ASCII with no quote or backslash (one vectorized
-//! test), then a word at a time to the first byte that needs a look, and
-//! that byte alone (no control characters; characters
-//! are the bytes that do not continue a UTF-8 sequence; a string past
-//! ASCII is checked as UTF-8 at its end, and outside strings the grammar
-//! admits ASCII only); escapes are checked and count one character.
+//! names end in it, and then nothing else is done); then a word at a time
+//! while the words are plain (printable ASCII, no quote, no backslash), up
+//! to [`WORDS`] of them; past that, `memchr` finds the next quote or
+//! backslash and the text before it is checked in one vectorized pass (its
+//! lowest and highest byte); then the byte that needs a look alone (no
+//! control characters; characters are the bytes that do not continue a
+//! UTF-8 sequence; a string past ASCII is checked as UTF-8 at its end, and
+//! outside strings the grammar admits ASCII only); escapes are checked and
+//! count one character.
 
 use std::borrow::Cow;
 
@@ -25,6 +27,10 @@ use super::{BodyFields, KeyRoles, PartKey, Probe};
 
 /// Nesting deeper than this is left to serde_json (its own limit is 128).
 const MAX_DEPTH: usize = 64;
+
+/// Words of plain string text read one at a time before the rest of the
+/// text is read by `memchr`: a model's name fits.
+const WORDS: usize = 6;
 
 impl BodyFields {
     /// `body`'s fields by the fast reader, or `None` when the serde_json
@@ -157,31 +163,47 @@ impl<'a> Scan<'a> {
     }
 
     /// A string (its `"` next).
+    #[inline]
     fn string(&mut self) -> Option<Str<'a>> {
         if self.next()? != b'"' {
             return None;
         }
         let start = self.at;
+        // Most keys and names end within their first word, all plain.
+        if let Some(word) = self.bytes[start..].first_chunk::<8>() {
+            let plain = (specials(u64::from_le_bytes(*word)).trailing_zeros() / 8) as usize;
+            if word.get(plain) == Some(&b'"') {
+                self.at += plain + 1;
+                return Some(Str {
+                    chars: plain,
+                    raw: &word[..plain],
+                    escaped: false,
+                });
+            }
+        }
+        self.string_rest(start)
+    }
+
+    /// The rest of a string from its text's `start`: longer text, escapes,
+    /// text past ASCII.
+    fn string_rest(&mut self, start: usize) -> Option<Str<'a>> {
         let (mut chars, mut escaped, mut wide) = (0, false, false);
         loop {
             // A word first: most strings (keys, names) end within it.
             let plain = self.plain_word();
             chars += plain;
-            if plain == 8 {
-                while let Some(block) = self.bytes[self.at..].first_chunk::<BLOCK>()
-                    && is_plain(block)
-                {
-                    chars += BLOCK;
-                    self.at += BLOCK;
+            // Names and short text a word at a time, long text by `memchr`.
+            let mut words = usize::from(plain == 8);
+            while words > 0 {
+                if words == WORDS {
+                    let (stretch, past_ascii) = self.stretch()?;
+                    chars += stretch;
+                    wide |= past_ascii;
+                    break;
                 }
-                // Then a word at a time up to the first byte that needs a look.
-                loop {
-                    let plain = self.plain_word();
-                    chars += plain;
-                    if plain < 8 {
-                        break;
-                    }
-                }
+                let plain = self.plain_word();
+                chars += plain;
+                words = if plain == 8 { words + 1 } else { 0 };
             }
             match self.next()? {
                 b'"' => {
@@ -211,6 +233,29 @@ impl<'a> Scan<'a> {
                 }
             }
         }
+    }
+
+    /// Steps over string text up to the next quote or backslash (or the
+    /// end of the body) at `memchr`'s pace, then checks what it stepped
+    /// over in one pass: its characters and whether any byte is past
+    /// ASCII, or `None` on a control character.
+    fn stretch(&mut self) -> Option<(usize, bool)> {
+        let rest = &self.bytes[self.at..];
+        let stretch = &rest[..memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len())];
+        self.at += stretch.len();
+        // The lowest and highest byte, in one pass the compiler vectorizes.
+        let (low, high) = stretch.iter().fold((u8::MAX, 0), |(low, high), &byte| {
+            (low.min(byte), high.max(byte))
+        });
+        if low < 0x20 {
+            return None;
+        }
+        if high < 0x80 {
+            return Some((stretch.len(), false));
+        }
+        // Characters are the bytes that do not continue a UTF-8 sequence.
+        let chars = stretch.iter().filter(|&&byte| byte & 0xC0 != 0x80).count();
+        Some((chars, true))
     }
 
     /// Steps over the plain bytes (printable ASCII, no quote, no
@@ -395,20 +440,4 @@ fn specials(w: u64) -> u64 {
     let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
     let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
     zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) | control | (w & HIGH)
-}
-
-/// The bytes of string text read a block at a time.
-const BLOCK: usize = 32;
-
-/// Whether a block is all printable ASCII with no quote and no backslash:
-/// text counted a character a byte. One test for the block: the words'
-/// [`specials`] together, which the compiler turns into vector arithmetic
-/// (two words to a register). A word's test has no false alarm when no
-/// byte of it is special, so a block passes exactly when every byte is plain.
-fn is_plain(block: &[u8; BLOCK]) -> bool {
-    let (words, _) = block.as_chunks::<8>();
-    let odd = words
-        .iter()
-        .fold(0, |odd, word| odd | specials(u64::from_le_bytes(*word)));
-    odd == 0
 }
