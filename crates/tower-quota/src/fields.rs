@@ -24,9 +24,8 @@ mod scan;
 /// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct BodyFields {
-    /// The wanted top-level fields that hold a string: each field's name
-    /// and value in one string (one allocation), with the name's length.
-    strings: Vec<(usize, String)>,
+    /// The wanted top-level fields that hold a string.
+    strings: Strings,
     /// Characters of `messages`, `prompt` and `input`, in that order.
     chars: [usize; 3],
     max_tokens: Option<u64>,
@@ -35,16 +34,8 @@ pub struct BodyFields {
 
 impl fmt::Debug for BodyFields {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        /// The fields as a map of names to values.
-        struct Strings<'a>(&'a [(usize, String)]);
-        impl fmt::Debug for Strings<'_> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                let pairs = self.0.iter().map(|(n, both)| both.split_at(*n));
-                f.debug_map().entries(pairs).finish()
-            }
-        }
         f.debug_struct("BodyFields")
-            .field("strings", &Strings(&self.strings))
+            .field("strings", &self.strings)
             .field("chars", &self.chars)
             .field("max_tokens", &self.max_tokens)
             .field("n", &self.n)
@@ -70,8 +61,8 @@ impl BodyFields {
     pub fn field(&self, name: &str) -> Option<&str> {
         self.strings
             .iter()
-            .find(|(n, both)| both.get(..*n) == Some(name))
-            .map(|(n, both)| &both[*n..])
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
     }
 
     /// Characters of the input text: `prompt` and `input` (strings or
@@ -89,6 +80,49 @@ impl BodyFields {
     /// `n`, when it is a whole number.
     pub fn n(&self) -> Option<u64> {
         self.n
+    }
+}
+
+/// The wanted fields that hold a string: each field's name and value in
+/// one string (one allocation), with the name's length. The first is kept
+/// inline (routes are mostly keyed by one field), any more on the heap.
+#[derive(Clone, Default, PartialEq, Eq)]
+struct Strings {
+    first: Option<(usize, String)>,
+    more: Vec<(usize, String)>,
+}
+
+impl Strings {
+    /// Each field's name and value.
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let entries = self.first.iter().chain(&self.more);
+        entries.map(|(n, both)| both.split_at(*n))
+    }
+
+    fn remove(&mut self, name: &str) {
+        let named = |(n, both): &(usize, String)| both.get(..*n) == Some(name);
+        if self.first.as_ref().is_some_and(named) {
+            self.first = None;
+        }
+        self.more.retain(|entry| !named(entry));
+    }
+
+    fn push(&mut self, name: &str, text: &str) {
+        let mut both = String::with_capacity(name.len() + text.len());
+        both.push_str(name);
+        both.push_str(text);
+        let entry = (name.len(), both);
+        match self.first {
+            None => self.first = Some(entry),
+            Some(_) => self.more.push(entry),
+        }
+    }
+}
+
+/// The fields as a map of names to values.
+impl fmt::Debug for Strings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
     }
 }
 
@@ -114,13 +148,9 @@ impl BodyFields {
         }
         if let Some(w) = roles.wanted {
             let name = wanted[w].as_ref();
-            self.strings
-                .retain(|(n, both)| both.get(..*n) != Some(name));
+            self.strings.remove(name);
             if let Some(text) = probe.text {
-                let mut both = String::with_capacity(name.len() + text.len());
-                both.push_str(name);
-                both.push_str(&text);
-                self.strings.push((name.len(), both));
+                self.strings.push(name, &text);
             }
         }
     }
@@ -507,6 +537,20 @@ mod tests {
         assert_eq!(f.field("model"), Some("bc"));
         let shown = format!("{f:?}");
         assert!(shown.contains(r#"strings: {"model": "bc"}"#), "{shown}");
+        // With two fields, the first kept inline and the second on the
+        // heap: a duplicate of either replaces it, a value that is not a
+        // string removes it.
+        let wanted = ["model", "user"];
+        for body in [
+            br#"{"model":"a","user":"u","model":"b","user":"v"}"#.as_slice(),
+            br#"{"user":"u","model":"a","user":"v","model":"b"}"#,
+            br#"{"model":"a","user":"v","model":1,"model":"b"}"#,
+        ] {
+            let f = BodyFields::parse(body, &wanted).unwrap();
+            assert_eq!((f.field("model"), f.field("user")), (Some("b"), Some("v")));
+        }
+        let f = BodyFields::parse(br#"{"user":"u","model":"a","user":2}"#, &wanted).unwrap();
+        assert_eq!((f.field("model"), f.field("user")), (Some("a"), None));
     }
 
     use crate::TokenEstimate;
