@@ -73,9 +73,31 @@ impl Engine {
         streaming: bool,
     ) -> Vec<Draw> {
         let hold = self.hold_for(status, headers);
-        let learns = cells
-            .iter()
-            .any(|g| self.limits.quotas[g.key.quota].learn.is_some());
+        let quota = |g: &Draw| &self.limits.quotas[g.key.quota];
+        let learns = cells.iter().any(|g| quota(g).learn.is_some());
+        let settles = status.is_success()
+            && self.shared.is_none()
+            && cells.iter().any(|g| quota(g).reconciles);
+        // Most answers: nothing to hold, learn or settle.
+        if hold.is_none() && !learns && !settles {
+            return Vec::new();
+        }
+        self.feedback_cells(cells, status, headers, streaming, hold, learns)
+    }
+
+    /// [`feedback`](Self::feedback) when the answer holds, teaches or
+    /// settles a cell (apart, so the common answer does not pay this
+    /// function's frame).
+    #[inline(never)]
+    fn feedback_cells(
+        self: &Arc<Self>,
+        cells: &[Draw],
+        status: StatusCode,
+        headers: &HeaderMap,
+        streaming: bool,
+        hold: Option<(Duration, &'static str)>,
+        learns: bool,
+    ) -> Vec<Draw> {
         let mut settle: Vec<Draw> = Vec::new();
         if status.is_success() && self.shared.is_none() {
             for granted in cells {
