@@ -10,16 +10,16 @@
 //! wanted field's escaped text, nesting deeper than [`MAX_DEPTH`], a string
 //! that is not UTF-8, a top-level value that is not an object.
 //!
-//! Where it reads: string text a word of 8 bytes first (most keys and
-//! names end in it, and then nothing else is done); then a word at a time
-//! while the words are plain (printable ASCII, no quote, no backslash), up
-//! to [`WORDS`] of them; past that, `memchr` finds the next quote or
-//! backslash and the text before it is checked in one vectorized pass (its
-//! lowest and highest byte); then the byte that needs a look alone (no
-//! control characters; characters are the bytes that do not continue a
-//! UTF-8 sequence; a string past ASCII is checked as UTF-8 at its end, and
-//! outside strings the grammar admits ASCII only); escapes are checked and
-//! count one character.
+//! Where it reads: string text a word of 8 bytes at a time while the
+//! words are plain (printable ASCII, no quote, no backslash), up to
+//! [`WORDS`] of them, in a loop inlined where strings are read that
+//! returns at the closing quote (keys, names, short text end there); past
+//! that, `memchr` finds the next quote or backslash and the text before it
+//! is checked in one vectorized pass (its lowest and highest byte); then
+//! the byte that needs a look alone (no control characters; characters are
+//! the bytes that do not continue a UTF-8 sequence; a string past ASCII is
+//! checked as UTF-8 at its end, and outside strings the grammar admits
+//! ASCII only); escapes are checked and count one character.
 
 use std::borrow::Cow;
 
@@ -163,38 +163,44 @@ impl<'a> Scan<'a> {
     }
 
     /// A string (its `"` next).
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Option<Str<'a>> {
         if self.next()? != b'"' {
             return None;
         }
         let start = self.at;
-        // Most keys and names end within their first word, all plain.
-        if let Some(word) = self.bytes[start..].first_chunk::<8>() {
+        // Keys, names and short text: plain words up to the closing quote.
+        let mut words = 0;
+        while words < WORDS
+            && let Some(word) = self.bytes[self.at..].first_chunk::<8>()
+        {
             let plain = (specials(u64::from_le_bytes(*word)).trailing_zeros() / 8) as usize;
-            if word.get(plain) == Some(&b'"') {
-                self.at += plain + 1;
-                return Some(Str {
-                    chars: plain,
-                    raw: &word[..plain],
-                    escaped: false,
-                });
+            self.at += plain;
+            if plain < 8 {
+                if word[plain] == b'"' {
+                    self.at += 1;
+                    return Some(Str {
+                        chars: self.at - 1 - start,
+                        raw: &self.bytes[start..self.at - 1],
+                        escaped: false,
+                    });
+                }
+                break;
             }
+            words += 1;
         }
-        self.string_rest(start)
+        self.string_rest(start, words)
     }
 
-    /// The rest of a string from its text's `start`: longer text, escapes,
-    /// text past ASCII.
-    fn string_rest(&mut self, start: usize) -> Option<Str<'a>> {
-        let (mut chars, mut escaped, mut wide) = (0, false, false);
+    /// The rest of a string whose text began at `start` and whose `words`
+    /// plain words were read: long text, escapes, text past ASCII, the
+    /// last bytes of the body.
+    fn string_rest(&mut self, start: usize, mut words: usize) -> Option<Str<'a>> {
+        let (mut chars, mut escaped, mut wide) = (self.at - start, false, false);
         loop {
-            // A word first: most strings (keys, names) end within it.
-            let plain = self.plain_word();
-            chars += plain;
-            // Names and short text a word at a time, long text by `memchr`.
-            let mut words = usize::from(plain == 8);
-            while words > 0 {
+            // Plain text a word at a time, then, past `WORDS` of them, by
+            // `memchr`, to the next byte that needs a look.
+            loop {
                 if words == WORDS {
                     let (stretch, past_ascii) = self.stretch()?;
                     chars += stretch;
@@ -203,8 +209,12 @@ impl<'a> Scan<'a> {
                 }
                 let plain = self.plain_word();
                 chars += plain;
-                words = if plain == 8 { words + 1 } else { 0 };
+                if plain < 8 {
+                    break;
+                }
+                words += 1;
             }
+            words = 0;
             match self.next()? {
                 b'"' => {
                     let raw = &self.bytes[start..self.at - 1];
