@@ -43,12 +43,21 @@ impl FxHasher {
 
 impl std::hash::Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        let (words, tail) = bytes.as_chunks::<8>();
+        for word in words {
+            self.add(u64::from_le_bytes(*word));
         }
-        for &byte in chunks.remainder() {
-            self.add(u64::from(byte));
+        // The tail and its length in one word, not a multiply a byte.
+        if !tail.is_empty() {
+            let packed = match bytes.last_chunk::<8>() {
+                // The tail is the high end of the last 8 bytes.
+                Some(last) => u64::from_le_bytes(*last) >> (8 * (8 - tail.len())),
+                None => tail
+                    .iter()
+                    .rev()
+                    .fold(0, |word, &byte| word << 8 | u64::from(byte)),
+            };
+            self.add(packed | (tail.len() as u64) << 56);
         }
     }
 
@@ -337,5 +346,42 @@ impl Cell {
     pub(super) fn earliest(&self, now: Duration, cost: u32) -> Duration {
         let tat = self.tat().unwrap_or(now).max(now);
         (tat + self.params.interval * (cost - 1)).saturating_sub(self.tau())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    #[test]
+    fn the_cell_hash_tells_short_and_long_keys_apart() {
+        // Keys of every length to 24, differing in their last byte, in
+        // trailing zero bytes or in length alone: no two hash alike.
+        let mut keys: Vec<String> = Vec::new();
+        for len in 0..=24 {
+            let stem = "m".repeat(len);
+            keys.extend([
+                stem.clone(),
+                format!("{stem}\0"),
+                format!("{stem}\0\0"),
+                format!("{stem}n"),
+            ]);
+        }
+        keys.sort();
+        keys.dedup();
+        let hashes: HashSet<u64> = keys
+            .iter()
+            .map(|k| CellHash::default().hash_one(k.as_str()))
+            .collect();
+        assert_eq!(hashes.len(), keys.len());
+        // The same text hashes alike, whichever string holds it.
+        let model = "meta-llama/Llama-3.3-70B-Instruct-Turbo";
+        assert_eq!(
+            CellHash::default().hash_one(model),
+            CellHash::default().hash_one(Arc::<str>::from(model).as_ref())
+        );
     }
 }
