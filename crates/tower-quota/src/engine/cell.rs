@@ -134,7 +134,9 @@ pub(super) struct Cell {
     pub(super) metrics: CellMetrics,
     /// Bumped each time a server's count replaces the cell's state: a
     /// grant made before it is in that count, and settles nothing after.
-    pub(super) syncs: u64,
+    /// Compared for equality only, so it wraps (4 billion syncs within
+    /// one request's flight would be needed to mistake one for another).
+    pub(super) syncs: u32,
 }
 
 /// A governor limiter pacing at `interval` (after the share) with `burst`,
@@ -327,7 +329,7 @@ impl Cell {
             u64::try_from(tat.as_nanos()).unwrap_or(u64::MAX - 1),
             Ordering::Relaxed,
         );
-        self.syncs += 1;
+        self.syncs = self.syncs.wrapping_add(1);
         tat < before
     }
 

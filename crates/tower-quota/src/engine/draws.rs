@@ -26,9 +26,9 @@ pub(crate) struct Draw {
     pub(crate) key: CellKey,
     pub(crate) cost: NonZeroU32,
     /// The cell's learning epoch at the grant.
-    pub(super) epoch: u64,
+    pub(super) epoch: u32,
     /// The cell's [`syncs`](super::cell::Cell::syncs) at the grant.
-    pub(super) syncs: u64,
+    pub(super) syncs: u32,
 }
 
 impl Draw {

@@ -68,7 +68,7 @@ pub(crate) struct Answered {
     /// Its cost on the cell.
     pub(crate) cost: f64,
     /// The cell's learning epoch at its grant.
-    pub(crate) epoch: u64,
+    pub(crate) epoch: u32,
     /// The cell follows the server's remaining count itself (a reconciled
     /// quota, on an answer that is complete): no charge from the view.
     pub(crate) follows: bool,
@@ -85,8 +85,9 @@ pub(crate) struct Learner {
     pub(crate) source: PaceSource,
     pub(crate) changed_at: Option<Instant>,
     /// Bumped by every cut: a 429 to a request granted before the last cut
-    /// belongs to the same episode and does not cut again.
-    pub(crate) epoch: u64,
+    /// belongs to the same episode and does not cut again. Compared for
+    /// equality only, so it wraps.
+    pub(crate) epoch: u32,
     /// The pace the last cut started from (`None` before the first cut: slow start).
     cut_from: Option<f64>,
     /// Seconds of growth since the fast recovery after the last cut: the
@@ -351,7 +352,7 @@ impl Learner {
         let from = self.pace;
         self.cut_from = Some(from);
         self.above_for = 0.0;
-        self.epoch += 1;
+        self.epoch = self.epoch.wrapping_add(1);
         self.grown_at = None;
         // Never below what the server has just been accepting (less a
         // little): a 429 at the edge of a limit that grows with use (the
