@@ -90,7 +90,7 @@ impl<T> Few<T> {
 
 /// The cells a request draws on and its cost at each: one without an
 /// allocation (most routes have one quota), more on the heap. Kept in
-/// every waiter and response future, so one draw (48 bytes) inline, not two.
+/// every waiter and response future, so one draw (40 bytes) inline, not two.
 #[derive(Debug, Clone)]
 pub(crate) enum Draws {
     One(Draw),

@@ -15,8 +15,9 @@
 //! [`WORDS`] of them, in a loop inlined where strings are read that
 //! returns at the closing quote (keys, names, short text end there); past
 //! that, `memchr` finds the next quote or backslash and the text before it
-//! is checked in one vectorized pass (its lowest and highest byte); then
-//! the byte that needs a look alone (no control characters; characters are
+//! is checked in one vectorized pass (its lowest and highest byte; text
+//! past ASCII takes a second, counting characters); then the byte that
+//! needs a look alone (no control characters; characters are
 //! the bytes that do not continue a UTF-8 sequence; a string past ASCII is
 //! checked as UTF-8 at its end, and outside strings the grammar admits
 //! ASCII only); escapes are checked and count one character.
@@ -247,8 +248,9 @@ impl<'a> Scan<'a> {
 
     /// Steps over string text up to the next quote or backslash (or the
     /// end of the body) at `memchr`'s pace, then checks what it stepped
-    /// over in one pass: its characters and whether any byte is past
-    /// ASCII, or `None` on a control character.
+    /// over: its characters and whether any byte is past ASCII (one pass
+    /// for its lowest and highest byte, a second to count characters past
+    /// ASCII), or `None` on a control character.
     fn stretch(&mut self) -> Option<(usize, bool)> {
         let rest = &self.bytes[self.at..];
         let stretch = &rest[..memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len())];
