@@ -41,7 +41,7 @@ impl BodyFields {
         let mut out = BodyFields::default();
         scan.space();
         scan.object(0, |scan, key, depth| {
-            let roles = KeyRoles::of(key.plain()?, wanted);
+            let roles = KeyRoles::of(key?, wanted);
             if roles == KeyRoles::NONE {
                 return scan.skip(depth);
             }
@@ -108,15 +108,18 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// An object (its `{` next), calling `field` with each key and the
-    /// depth of its value, the value next.
+    /// An object (its `{` next), calling `field` with each key's text
+    /// (`None` when it has escapes: where keys are read, that gives up)
+    /// and the depth of its value, the value next. The key goes as a slice,
+    /// in registers: a whole `Str` went through the stack, and reading it
+    /// back stalled on the stores just made.
     fn object(
         &mut self,
         depth: usize,
-        mut field: impl FnMut(&mut Self, Str<'a>, usize) -> Option<()>,
+        mut field: impl FnMut(&mut Self, Option<&'a [u8]>, usize) -> Option<()>,
     ) -> Option<()> {
         self.items(b'{', b'}', depth, |scan, depth| {
-            let key = scan.string()?;
+            let key = scan.string()?.plain();
             scan.space();
             if scan.next()? != b':' {
                 return None;
@@ -397,7 +400,7 @@ impl<'a> Scan<'a> {
             b'{' => {
                 let (mut content, mut text) = (0, 0);
                 self.object(depth, |scan, key, depth| {
-                    match PartKey::of(key.plain()?) {
+                    match PartKey::of(key?) {
                         PartKey::Content => content = scan.count(depth)?,
                         PartKey::Text => text = scan.count(depth)?,
                         PartKey::Other => scan.skip(depth)?,
