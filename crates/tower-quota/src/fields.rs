@@ -143,6 +143,7 @@ fn parse_with_serde<S: AsRef<str>>(body: &[u8], wanted: &[S]) -> Option<BodyFiel
 impl BodyFields {
     /// Takes what a top-level field with `roles` held. The last of
     /// duplicate keys wins, as in a parsed JSON map.
+    #[inline(always)]
     fn take<S: AsRef<str>>(&mut self, roles: KeyRoles, probe: Probe<'_>, wanted: &[S]) {
         if let Some(i) = roles.input {
             self.chars[i] = probe.chars;

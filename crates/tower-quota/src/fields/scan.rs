@@ -415,6 +415,7 @@ impl<'a> Scan<'a> {
     }
 
     /// A top-level field's value, as `ProbeVisitor` reads it.
+    #[inline(always)]
     fn probe(&mut self, keep_text: bool, depth: usize) -> Option<Probe<'a>> {
         Some(match self.peek()? {
             b'"' => {
