@@ -11,12 +11,11 @@ use crate::BoxError;
 use crate::error::{CostTooHigh, StoreUnavailable, WaitTimeout};
 use crate::shared::{OnStoreFailure, SharedCell, SharedDecision};
 
-use super::cell::{Cell, CellKey};
+use super::cell::CellKey;
 use super::{
     Admission, Ask, Attempt, Cells, Draw, Draws, Engine, Few, MAX_ROUNDS, SWEEP_EVERY, State,
     Waiter,
 };
-use crate::metrics::CellMetrics;
 
 /// Grants a request that never queued: learning cells hear of the grant.
 fn grant_free(state: &mut State, mut cells: Draws, decision: Instant, learns: bool) -> Draws {
@@ -48,7 +47,6 @@ impl Engine {
         // The earliest a refused fast path named (no sooner than now).
         let mut earliest = now;
         let mut free = self.shared.is_none();
-        let share = self.local_share();
         let cells = Draws::try_from_each(
             asks,
             |&Ask {
@@ -60,13 +58,9 @@ impl Engine {
                 let key = key.as_deref();
                 let cell = match state.cells.find_mut(q, key) {
                     Some(cell) => cell,
-                    None => {
-                        let (params, learn) = quota.params_for(key);
-                        let metrics = CellMetrics::new(&quota.name, key, learn.is_some());
-                        let margin = self.limits.safety_margin;
-                        let cell = Cell::new(params, share, learn, margin, now, metrics);
-                        state.cells.insert(q, key.map(Arc::from), cell)
-                    }
+                    None => state
+                        .cells
+                        .insert(q, key.map(Arc::from), self.new_cell(q, key, now)),
                 };
                 cell.last_used = now;
                 // A learned cell waits for at most its burst and charges the
@@ -213,12 +207,11 @@ impl Engine {
             return Err(until);
         }
         if charge {
-            let at = decision;
             for Draw { key, cost, .. } in cells {
                 let cell = all.get_mut(key).expect("cell of the request");
                 let fitted = cell.fitting(*cost);
                 if fitted < *cost {
-                    cell.charge(at, f64::from(cost.get() - fitted.get()));
+                    cell.charge(decision, f64::from(cost.get() - fitted.get()));
                 }
             }
         }

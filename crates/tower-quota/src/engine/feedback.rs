@@ -8,10 +8,9 @@ use limit_text::hint::{HintSource, X_RATELIMIT_REMAINING, has_wait_hint, parse_w
 use tokio::time::Instant;
 
 use crate::learn::{Answered, CellName, Move};
-use crate::metrics::CellMetrics;
 use crate::shared::{PaceNews, SharedNews};
 
-use super::cell::{Cell, CellKey};
+use super::cell::CellKey;
 use super::{Draw, Engine};
 
 impl Engine {
@@ -262,19 +261,17 @@ impl Engine {
             return false;
         };
         let q = &self.limits.quotas[index];
-        let (params, learn) = q.params_for(key);
+        let (_, learn) = q.params_for(key);
         if learn.is_none() || key.is_some() != q.key.is_some() {
             return false;
         }
         let now = Instant::now();
-        let share = self.local_share();
         let margin = self.limits.safety_margin;
         let mut state = self.lock();
         let cell = match state.cells.find_mut(index, key) {
             Some(cell) => cell,
             None => {
-                let metrics = CellMetrics::new(&q.name, key, learn.is_some());
-                let cell = Cell::new(params, share, learn, margin, now, metrics);
+                let cell = self.new_cell(index, key, now);
                 state.cells.insert(index, key.map(Arc::from), cell)
             }
         };

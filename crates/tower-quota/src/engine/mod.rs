@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::adaptive::PaceSource;
 use crate::config::{CompiledRoute, Limits};
-use crate::metrics::RouteMetrics;
+use crate::metrics::{CellMetrics, RouteMetrics};
 use crate::shared::{OnStoreFailure, SharedCell, SharedOptions, SharedStore};
 
 mod admission;
@@ -41,6 +41,7 @@ mod settle;
 mod window;
 
 use breaker::Breaker;
+use cell::Cell;
 use cells::Cells;
 pub(crate) use draws::{Ask, Draw, Draws, Few};
 
@@ -168,6 +169,18 @@ impl Engine {
             decided_locally: self.decided_locally.load(Ordering::Relaxed),
             store_failing,
         })
+    }
+
+    /// A fresh cell for quota `quota` and `key`: the quota's parameters
+    /// for that key (an override's, or its default and how it learns).
+    /// Made once per key, so kept out of admission's hot path.
+    #[cold]
+    fn new_cell(&self, quota: usize, key: Option<&str>, now: Instant) -> Cell {
+        let q = &self.limits.quotas[quota];
+        let (params, learn) = q.params_for(key);
+        let metrics = CellMetrics::new(&q.name, key, learn.is_some());
+        let margin = self.limits.safety_margin;
+        Cell::new(params, self.local_share(), learn, margin, now, metrics)
     }
 
     /// The share of each quota local cells enforce.

@@ -174,6 +174,8 @@ impl<'a> Scan<'a> {
         }
         let start = self.at;
         // Keys, names and short text: plain words up to the closing quote.
+        // `plain_word`'s test, written out: through `plain_word` (and the
+        // byte after it read again) the 1 KB body took 281-290 ns, not 263.
         let mut words = 0;
         while words < WORDS
             && let Some(word) = self.bytes[self.at..].first_chunk::<8>()
