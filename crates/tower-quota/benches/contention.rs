@@ -5,6 +5,12 @@
 //! per grant, and CPU per grant (this thread's CPU time from
 //! /proc/thread-self/schedstat: everything runs on one current-thread runtime).
 //!
+//! Then the runtime alone and tower-quota again with tokio's clock paused:
+//! time jumps to the next timer instead of the runtime sleeping to it, so
+//! the CPU per grant is the limiter's and the tasks' own work, without the
+//! runtime parking between grants (times and rates are then tokio's
+//! virtual ones).
+//!
 //! `cargo bench -p tower-quota --bench contention` (about two minutes)
 
 use std::convert::Infallible;
@@ -14,9 +20,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Method, Request, Response};
+use tokio::time::Instant;
 use tower::{Service, ServiceExt, service_fn};
 use tower_quota::{Limits, Quota, Rate, RateLimit, Route};
 
@@ -64,11 +71,32 @@ impl<F: Future> Future for Counted<F> {
     }
 }
 
-fn cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+/// How a run reads its CPU time.
+#[derive(Clone, Copy)]
+enum Cpu {
+    /// This thread's CPU time (/proc/thread-self/schedstat): exact across
+    /// the runtime's sleeps, which update it.
+    Schedstat,
+    /// Real time: on a paused clock the thread never sleeps, so real time
+    /// is its CPU time (schedstat, updated only at scheduler ticks then,
+    /// would read a few milliseconds' grain).
+    Wall,
+}
+
+impl Cpu {
+    fn now_ns(self) -> u64 {
+        match self {
+            Cpu::Schedstat => std::fs::read_to_string("/proc/thread-self/schedstat")
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0),
+            Cpu::Wall => {
+                static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+                let origin = ORIGIN.get_or_init(std::time::Instant::now);
+                u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+            }
+        }
+    }
 }
 
 struct Outcome {
@@ -112,13 +140,13 @@ impl Outcome {
 }
 
 /// Runs `tasks` concurrent tasks, each awaiting `make()` once, and measures them.
-async fn measure<F, Fut>(name: &'static str, tasks: u64, per_sec: u64, make: F) -> Outcome
+async fn measure<F, Fut>(name: &'static str, tasks: u64, per_sec: u64, cpu: Cpu, make: F) -> Outcome
 where
     F: Fn() -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let polls = Arc::new(AtomicU64::new(0));
-    let cpu0 = cpu_ns();
+    let cpu0 = cpu.now_ns();
     let start = Instant::now();
     let arrival = Arc::new(Arrival {
         start,
@@ -149,7 +177,7 @@ where
         // Burst 1: the first goes at once, then one per interval.
         ideal: Duration::from_secs_f64((tasks - 1) as f64 / per_sec as f64),
         polls: polls.load(Ordering::Relaxed),
-        cpu: Duration::from_nanos(cpu_ns() - cpu0),
+        cpu: Duration::from_nanos(cpu.now_ns() - cpu0),
         per_sec,
         arrived: Duration::from_nanos(arrival.at.load(Ordering::Relaxed)),
         done_by_then: arrival.done_by_then.load(Ordering::Relaxed),
@@ -230,14 +258,15 @@ async fn memory_per_waiter(n: usize) {
 /// (`i / per_sec` from the start, the schedule a perfect limiter keeps),
 /// with no limiter at all: spawning, one timer each, one wakeup each, and
 /// the runtime parking between turns.
-async fn run_floor(tasks: u64, per_sec: u32) {
-    let start = tokio::time::Instant::now();
+async fn run_floor(tasks: u64, per_sec: u32, cpu: Cpu) {
+    let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let interval = Duration::from_secs(1) / per_sec;
     measure(
         "the runtime alone: each task sleeps to its turn",
         tasks,
         per_sec.into(),
+        cpu,
         || {
             let turn = next.fetch_add(1, Ordering::Relaxed);
             let at = start + interval * u32::try_from(turn).unwrap_or(u32::MAX);
@@ -249,14 +278,15 @@ async fn run_floor(tasks: u64, per_sec: u32) {
 }
 
 /// tower-quota alone at `per_sec` with `tasks` waiters, and the runtime's floor.
-async fn run_quota(tasks: u64, per_sec: u32) {
+async fn run_quota(tasks: u64, per_sec: u32, cpu: Cpu) {
     println!("\n{tasks} tasks through {per_sec}/s (burst 1):");
-    run_floor(tasks, per_sec).await;
+    run_floor(tasks, per_sec, cpu).await;
     let svc = RateLimit::new(noop(), limits(per_sec));
     measure(
         "tower-quota RateLimit (margin 0)",
         tasks,
         per_sec.into(),
+        cpu,
         one_call(svc),
     )
     .await
@@ -265,7 +295,7 @@ async fn run_quota(tasks: u64, per_sec: u32) {
 
 /// tower-quota, then tower's RateLimit and governor, at `per_sec` with `tasks` waiters.
 async fn run(tasks: u64, per_sec: u32) {
-    run_quota(tasks, per_sec).await;
+    run_quota(tasks, per_sec, Cpu::Schedstat).await;
 
     let tower_limit = tower::buffer::Buffer::new(
         tower::limit::RateLimit::new(
@@ -278,6 +308,7 @@ async fn run(tasks: u64, per_sec: u32) {
         "tower::limit::RateLimit behind Buffer",
         tasks,
         per_sec.into(),
+        Cpu::Schedstat,
         one_call(tower_limit),
     )
     .await
@@ -287,10 +318,16 @@ async fn run(tasks: u64, per_sec: u32) {
     let governor = Arc::new(governor::RateLimiter::direct(
         governor::Quota::with_period(Duration::from_secs(1) / per_sec).unwrap(),
     ));
-    measure("governor until_ready", tasks, per_sec.into(), || {
-        let governor = governor.clone();
-        async move { governor.until_ready().await }
-    })
+    measure(
+        "governor until_ready",
+        tasks,
+        per_sec.into(),
+        Cpu::Schedstat,
+        || {
+            let governor = governor.clone();
+            async move { governor.until_ready().await }
+        },
+    )
     .await
     .print();
 }
@@ -304,8 +341,20 @@ fn main() {
         // First, on a fresh heap: memory freed by a later run would be reused.
         memory_per_waiter(20_000).await;
         run(100, 10).await;
-        run_quota(1_000, 1_000).await;
+        run_quota(1_000, 1_000, Cpu::Schedstat).await;
         run(10_000, 1_000).await;
-        run_quota(20_000, 1_000).await;
+        run_quota(20_000, 1_000, Cpu::Schedstat).await;
+    });
+    drop(rt);
+    println!("\nWith tokio's clock paused: no parking between grants, virtual time.");
+    let paused = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    paused.block_on(async {
+        for tasks in [1_000, 10_000, 20_000] {
+            run_quota(tasks, 1_000, Cpu::Wall).await;
+        }
     });
 }
