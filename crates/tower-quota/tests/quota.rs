@@ -853,6 +853,90 @@ async fn several_quotas_grant_all_or_nothing() {
     }
 }
 
+/// 10 requests/s with a burst of 1, then 100 tokens/s: `/chat` draws on
+/// both, in that order; `/tokens` on the tokens alone.
+fn requests_then_tokens() -> Limits {
+    Limits::builder()
+        .safety_margin(0.0)
+        .quota("requests", Quota::new("10/s".parse().unwrap()))
+        .quota("tokens", Quota::new("100 tokens/s".parse().unwrap()))
+        .route(
+            Route::new(Method::POST, "/chat")
+                .quota("requests")
+                .quota("tokens"),
+        )
+        .route(Route::new(Method::POST, "/tokens").quota("tokens"))
+        .build()
+        .unwrap()
+}
+
+fn asking(max_tokens: u32) -> String {
+    format!(r#"{{"prompt":"","max_tokens":{max_tokens}}}"#)
+}
+
+/// Calls `svc` (admitting the request) with a body asking `max_tokens`.
+fn call<S>(svc: &mut S, path: &str, max_tokens: u32) -> S::Future
+where
+    S: Service<Request<String>>,
+{
+    svc.call(post(path, asking(max_tokens)))
+}
+
+/// When quota `quota`'s (unkeyed) cell could next grant one unit.
+fn next_free<S>(svc: &RateLimit<S>, quota: &str) -> Instant {
+    svc.snapshot()
+        .cell(quota, None)
+        .expect("the cell")
+        .next_free
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_cannot_go_at_once_takes_nothing_from_the_cells_that_could() {
+    let start = Instant::now();
+
+    // The tokens refuse after the request slot granted: the slot goes back.
+    let mut svc = RateLimit::new(recorder(Log::default(), ok), requests_then_tokens());
+    let _drain = call(&mut svc, "/tokens", 95);
+    let queued = call(&mut svc, "/chat", 80);
+    assert_eq!(next_free(&svc, "requests"), start, "refused by the tokens");
+    assert_eq!(svc.snapshot().cell("tokens", None).unwrap().queued, 1);
+    drop(queued);
+
+    // The tokens have a queue (nobody goes ahead of it): the slot goes back.
+    let mut svc = RateLimit::new(recorder(Log::default(), ok), requests_then_tokens());
+    let _drain = call(&mut svc, "/tokens", 95);
+    let _waiting = call(&mut svc, "/tokens", 50);
+    let _behind = call(&mut svc, "/chat", 1);
+    assert_eq!(next_free(&svc, "requests"), start, "behind a queue");
+    assert_eq!(svc.snapshot().cell("tokens", None).unwrap().queued, 2);
+
+    // A 429 holds the tokens: the slot goes back.
+    let respond = first_429_then_ok("retry-after", "2");
+    let mut svc = RateLimit::new(recorder(Log::default(), respond), requests_then_tokens());
+    let answer = call(&mut svc, "/tokens", 1).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+    let _held = call(&mut svc, "/chat", 1);
+    assert_eq!(next_free(&svc, "requests"), start, "held by a 429");
+    assert!(svc.snapshot().cell("tokens", None).unwrap().hold_until > Some(start));
+
+    // The tokens can never fit: the request fails and the slot goes back.
+    let mut svc = RateLimit::new(recorder(Log::default(), ok), requests_then_tokens());
+    let err = call(&mut svc, "/chat", 5000).await.unwrap_err();
+    assert!(err.is::<CostTooHigh>(), "{err}");
+    assert_eq!(
+        next_free(&svc, "requests"),
+        start,
+        "too costly for the tokens"
+    );
+
+    // What goes at once takes its slot.
+    let _sent = call(&mut svc, "/chat", 1);
+    assert_eq!(
+        next_free(&svc, "requests"),
+        start + Duration::from_millis(100)
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_429_without_a_usable_hint_holds_for_the_default() {
     let log = Log::default();

@@ -12,6 +12,7 @@ use crate::error::{CostTooHigh, StoreUnavailable, WaitTimeout};
 use crate::shared::{OnStoreFailure, SharedCell, SharedDecision};
 
 use super::cell::CellKey;
+use super::trial::Trial;
 use super::{
     Admission, Ask, Attempt, Cells, Draw, Draws, Engine, Few, MAX_ROUNDS, SWEEP_EVERY, State,
     Waiter,
@@ -44,10 +45,14 @@ impl Engine {
         if now_off.saturating_sub(state.last_sweep) >= SWEEP_EVERY {
             state.sweep(now_off, now);
         }
-        // The earliest a refused fast path named (no sooner than now).
-        let mut earliest = now;
+        // The fast path decides cell by cell as admission finds them, while
+        // every cell so far is free (nobody queued, no hold, no shared store
+        // to ask): a cell that does not learn is looked up once.
         let mut free = self.shared.is_none();
-        let cells = Draws::try_from_each(
+        let mut trial = Trial::new(now_off);
+        let mut refused = None;
+        let margin = self.limits.safety_margin;
+        let made = Draws::try_from_each(
             asks,
             |&Ask {
                  quota: q,
@@ -64,7 +69,7 @@ impl Engine {
                 };
                 cell.last_used = now;
                 // A learned cell waits for at most its burst and charges the
-                // rest after the grant (check_now): the whole cost stays.
+                // rest after the grant (Trial::granted): the whole cost stays.
                 if cell.fitting(cost) > cell.params.burst {
                     self.route_metrics(route).cost_too_high.increment(1);
                     return Err(BoxError::from(CostTooHigh::new(
@@ -75,27 +80,46 @@ impl Engine {
                     )));
                 }
                 free &= cell.queue.is_empty() && cell.hold_until.is_none_or(|h| h <= now);
+                if free && refused.is_none() {
+                    refused = trial.check(cell, cost, margin).err();
+                }
                 let key = CellKey {
                     quota: q,
                     key: cell.key.clone(),
                 };
                 Ok(Draw::new(key, cost))
             },
-        )?;
-        // The fast path: nobody ahead, so the request decides now, alone.
-        if free {
-            match self.check_now(&mut state.cells, &cells, now_off) {
-                Ok(learns) => {
-                    let m = self.route_metrics(route);
-                    m.grants.increment(1);
-                    m.wait.record(0.0);
-                    return Ok(Admission::Granted(grant_free(
-                        &mut state, cells, now, learns,
-                    )));
-                }
-                Err(until) => earliest = earliest.max(until),
+        );
+        let cells = match made {
+            Ok(cells) => cells,
+            Err(error) => {
+                // Refused for its cost: what earlier cells granted goes back.
+                let all = &state.cells;
+                trial.roll_back(asks.iter().map(|ask| {
+                    all.find(ask.quota, ask.key.as_deref())
+                        .expect("an asked cell was found or made")
+                }));
+                return Err(error);
             }
+        };
+        // The fast path: nobody ahead, so the request decides now, alone.
+        if free && refused.is_none() {
+            let learns = trial.granted(&mut state.cells, &cells);
+            let m = self.route_metrics(route);
+            m.grants.increment(1);
+            m.wait.record(0.0);
+            return Ok(Admission::Granted(grant_free(
+                &mut state, cells, now, learns,
+            )));
         }
+        // It does not go at once: what the cells it found free granted goes back.
+        let all = &state.cells;
+        trial.roll_back(cells.iter().map(|d| &all[&d.key]));
+        // The earliest a refused fast path named (no sooner than now).
+        let earliest = match (free, refused) {
+            (true, Some(until)) => now.max(self.base + until),
+            _ => now,
+        };
         let route_def = self.route(route);
         let deadline = route_def.max_wait.map(|w| (now + w, w));
         if let Some((limit, max_wait)) = deadline {
@@ -161,61 +185,14 @@ impl Engine {
         cells: &[Draw],
         decision: Duration,
     ) -> Result<bool, Instant> {
-        const INLINE: usize = 8;
-        let at = u64::try_from(decision.as_nanos()).unwrap_or(u64::MAX - 1);
-        let (mut saved, mut spill) = ([0u64; INLINE], Vec::new());
-        let (mut charge, mut learns) = (false, false);
-        let mut refused = None;
-        for (i, Draw { key, cost, .. }) in cells.iter().enumerate() {
-            let cell = &all[key];
-            cell.clock.store(at, Ordering::Relaxed);
-            let tat = cell.tat.load(Ordering::Relaxed);
-            if i < INLINE {
-                saved[i] = tat;
-            } else {
-                spill.push(tat);
-            }
-            let fitted = cell.fitting(*cost);
-            charge |= fitted < *cost;
-            learns |= cell.learner.is_some();
-            let units = f64::from(cost.get());
-            let margin = self.limits.safety_margin;
-            if let Some(until) = cell.window_refuses(decision, units, margin) {
-                refused = Some((i, self.base + until));
-                break;
-            }
-            match cell.governor.check_n(fitted) {
-                Ok(Ok(())) => {}
-                Ok(Err(not_until)) => {
-                    refused = Some((i, self.base + not_until.earliest_possible()));
-                    break;
-                }
-                Err(_) => unreachable!(
-                    "costs above a static burst are refused at admission; learned ones fit"
-                ),
+        let mut trial = Trial::new(decision);
+        for Draw { key, cost, .. } in cells {
+            if let Err(until) = trial.check(&all[key], *cost, self.limits.safety_margin) {
+                trial.roll_back(cells.iter().map(|d| &all[&d.key]));
+                return Err(self.base + until);
             }
         }
-        if let Some((n, until)) = refused {
-            for (i, Draw { key, .. }) in cells[..n].iter().enumerate() {
-                let tat = if i < INLINE {
-                    saved[i]
-                } else {
-                    spill[i - INLINE]
-                };
-                all[key].tat.store(tat, Ordering::Relaxed);
-            }
-            return Err(until);
-        }
-        if charge {
-            for Draw { key, cost, .. } in cells {
-                let cell = all.get_mut(key).expect("cell of the request");
-                let fitted = cell.fitting(*cost);
-                if fitted < *cost {
-                    cell.charge(decision, f64::from(cost.get() - fitted.get()));
-                }
-            }
-        }
-        Ok(learns)
+        Ok(trial.granted(all, cells))
     }
 
     /// One attempt by waiter `id` to be granted.

@@ -34,12 +34,18 @@ impl Cells {
         }
     }
 
+    /// The cell of `quota` for `key`, if it is there, to read.
+    #[inline]
+    pub(super) fn find(&self, quota: usize, key: Option<&str>) -> Option<&Cell> {
+        match key {
+            None => self.unkeyed.get(quota)?.as_ref(),
+            Some(key) => self.keyed.get(quota)?.get(key),
+        }
+    }
+
     #[inline]
     pub(super) fn get(&self, key: &CellKey) -> Option<&Cell> {
-        match key.key.as_deref() {
-            None => self.unkeyed.get(key.quota)?.as_ref(),
-            Some(k) => self.keyed.get(key.quota)?.get(k),
-        }
+        self.find(key.quota, key.key.as_deref())
     }
 
     #[inline]

@@ -138,6 +138,7 @@ impl<'a> IntoIterator for &'a mut Draws {
 impl Draws {
     /// One draw for each of `asks`, made by `make` in order; the first
     /// error stops it.
+    #[inline]
     pub(crate) fn try_from_each<S, E>(
         asks: &[S],
         mut make: impl FnMut(&S) -> Result<Draw, E>,

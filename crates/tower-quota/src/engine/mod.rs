@@ -38,6 +38,7 @@ mod cells;
 mod draws;
 mod feedback;
 mod settle;
+mod trial;
 mod window;
 
 use breaker::Breaker;
